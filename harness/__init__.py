@@ -1,0 +1,1 @@
+"""Experiment harness for 3D-aware compositional portrait synthesis."""

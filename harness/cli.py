@@ -1,0 +1,56 @@
+"""Shared plumbing for the `python -m harness.<verb>` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from harness.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2 (argparse's own code)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the flags every entry point shares (`--debug`, `--quiet`)."""
+    parser = _Parser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for errors (for bug reports)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="only print warnings and errors")
+    return parser
+
+
+def run_main(
+    main: Callable[[argparse.Namespace], int | None],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse arguments, run `main`, and turn a `UserError` into one line and exit code 2."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(main(args) or 0)
+    except UserError as error:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130

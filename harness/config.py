@@ -1,0 +1,303 @@
+"""Typed experiment configs: schemas, presets, YAML loading and `--set` overrides.
+
+A config is resolved from layers, later layers winning:
+    schema defaults (the paper's settings) < harness preset < the model's preset
+    < the YAML file < `--set key.path=value` overrides.
+Every layer is validated by the same pydantic schemas; a mistake becomes a `UserError` that
+names the layer it came from (file, `--set`, preset), the key path, the bad value and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, ValidationError, model_validator
+
+from harness.errors import UserError
+from models.config import ModelConfig, Schema
+from models.registry import get_model, model_names
+
+PRESET_NAMES = ("smoke", "cpu", "paper")
+DEFAULT_PRESET = "cpu"
+DEFAULT_MODEL = "3dssgan"
+
+
+class DataConfig(Schema):
+    """Which dataset to train and evaluate on; the resolution is the model's."""
+
+    source: Literal["synthetic", "celebamask-hq"] = "synthetic"
+    path: str | None = None  # celebamask-hq: the raw download or a prepared directory
+    identities: int = Field(2500, ge=2)  # synthetic: number of generated identities
+    views: int = Field(4, ge=1)  # synthetic: rendered views per identity
+    seed: int = 0  # synthetic: scene seed (the data, not the training run)
+    flip: bool = True  # add mirrored copies with mirrored cameras (StyleGAN x-flip)
+    workers: int = Field(0, ge=0)  # DataLoader worker processes
+    cache_dir: str | None = None  # prepared-data cache; default $HARNESS_CACHE_DIR or ~/.cache
+
+    @model_validator(mode="after")
+    def _path_for_real_data(self) -> DataConfig:
+        if self.source == "celebamask-hq" and not self.path:
+            raise ValueError(
+                "data.source=celebamask-hq needs data.path (the CelebAMask-HQ folder), e.g. "
+                "--data celebamask-hq=/datasets/CelebAMask-HQ"
+            )
+        return self
+
+
+class TrainConfig(Schema):
+    """The shared GAN loop's settings (SemanticStyleGAN's defaults unless noted)."""
+
+    iterations: int = Field(150_000, ge=1)  # generator steps in total
+    batch_size: int = Field(4, ge=1)  # images per step over all ranks (paper: 4)
+    lr: float = Field(0.002, gt=0)  # Adam learning rate before lazy-regularisation scaling
+    beta1: float = Field(0.0, ge=0, lt=1)  # Adam beta1
+    beta2: float = Field(0.99, ge=0, lt=1)  # Adam beta2
+    r1_gamma_image: float = Field(10.0, ge=0)  # R1 weight on the image branch of D
+    r1_gamma_mask: float = Field(1000.0, ge=0)  # R1 weight on the mask branch of D
+    d_reg_every: int = Field(16, ge=1)  # lazy R1: every N discriminator steps
+    mask_consistency_weight: float = Field(100.0, ge=0)  # coarse vs final mask loss weight
+    ema_kimg: float = Field(10.0, gt=0)  # half-life of the generator EMA, thousands of images
+    checkpoint_every: int = Field(5000, ge=1)  # iterations between full checkpoints
+    log_every: int = Field(100, ge=1)  # iterations between metrics.jsonl lines
+    sample_every: int = Field(5000, ge=1)  # iterations between sample grids
+    seed: int = 0  # training seed (latents, cameras, init, data order)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    max_grad_norm: float | None = None  # clip gradients to this norm; None = no clipping
+
+
+class TrackingConfig(Schema):
+    """Weights & Biases logging."""
+
+    wandb: bool = False  # log this run to W&B
+    project: str = "ssgan3d-harness"  # W&B project
+    entity: str | None = None  # W&B entity (user or team); None = the default
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: offline w/o login
+    group: str | None = None  # W&B group (the sweep name for sweep trials)
+
+
+class ExperimentConfig(Schema):
+    """One run: model, data, training and tracking settings."""
+
+    preset: Literal["smoke", "cpu", "paper"] = DEFAULT_PRESET
+    model: SerializeAsAny[ModelConfig]
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+# Harness-side presets (model-side presets live with each model in models/).
+HARNESS_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "data": {"identities": 24, "views": 2, "flip": False},
+        "train": {"iterations": 12, "batch_size": 4, "checkpoint_every": 6, "log_every": 2,
+                  "sample_every": 6, "ema_kimg": 0.01},
+    },
+    "cpu": {
+        "data": {"identities": 1000, "views": 4},
+        "train": {"iterations": 600, "batch_size": 8, "checkpoint_every": 200, "log_every": 20,
+                  "sample_every": 200, "ema_kimg": 0.5},
+    },
+    "paper": {},
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `override` merged in recursively (override wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise UserError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.lr=0.001")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from `path`; a UserError for a missing, unreadable or non-mapping file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}:{where}: {problem}; fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+class _Layers:
+    """Config layers with the origin of every leaf key, for error messages."""
+
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+        self.origin: dict[str, tuple[int, str]] = {}  # leaf key -> (layer number, layer name)
+
+    def add(self, tree: dict[str, Any], origin: str) -> None:
+        self.tree = deep_merge(self.tree, tree)
+        for key in _leaves(tree):
+            self.origin[key] = (len(self.origin) + 1, origin)
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        """The layer that set `loc`, or for a section the last layer that set a key in it."""
+        for end in range(len(loc), 0, -1):
+            key = ".".join(str(part) for part in loc[:end])
+            if key in self.origin:
+                return self.origin[key][1]
+            inside = [self.origin[k] for k in self.origin if k.startswith(key + ".")]
+            if inside:
+                return max(inside)[1]
+        return "config"
+
+
+def _format_validation_error(
+    error: ValidationError, layers: _Layers, prefix: tuple[str, ...], known: dict[str, Any]
+) -> UserError:
+    first = error.errors()[0]
+    loc = prefix + tuple(str(part) for part in first["loc"])
+    path = ".".join(loc)
+    where = layers.where(loc)
+    if first["type"] == "extra_forbidden":
+        section = known
+        for part in loc[:-1]:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        choices = sorted(section) if isinstance(section, dict) else []
+        close = difflib.get_close_matches(loc[-1], choices, n=1)
+        hint = f"did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else (
+            f"known keys here: {', '.join(choices)}" if choices else "remove it")
+        return UserError(f"{where}: unknown key {path!r}; {hint}")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return UserError(f"{where}: {path}: {message}")
+    got = first.get("input")
+    return UserError(f"{where}: {path} = {got!r} is invalid: {message}")
+
+
+def _known_keys(model_config: type[ModelConfig]) -> dict[str, Any]:
+    def fields(schema: type[Schema]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, info in schema.model_fields.items():
+            annotation = info.annotation
+            nested = isinstance(annotation, type) and issubclass(annotation, Schema)
+            out[name] = fields(annotation) if nested else None
+        return out
+
+    known = fields(ExperimentConfig)
+    known["model"] = fields(model_config)
+    return known
+
+
+def resolve_config(
+    file_config: dict[str, Any] | None = None,
+    file_name: str = "config",
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> ExperimentConfig:
+    """Resolve and validate a config from a YAML mapping, a preset and `--set` overrides.
+
+    `preset` (from the command line) wins over a `preset:` key in the file.
+    """
+    file_config = dict(file_config or {})
+    for section in ("model", "data", "train", "tracking"):
+        if not isinstance(file_config.get(section, {}), dict):
+            raise UserError(f"{file_name}: {section} must be a mapping of settings")
+    override_tree: dict[str, Any] = {}
+    for text in overrides or []:
+        path, value = parse_override(text)
+        _set_path(override_tree, path, value)
+    chosen = preset or override_tree.get("preset") or file_config.get("preset") or DEFAULT_PRESET
+    if chosen not in PRESET_NAMES:
+        raise UserError(f"preset {chosen!r} is unknown; choose one of {', '.join(PRESET_NAMES)}")
+    name = (
+        override_tree.get("model", {}).get("name")
+        or (file_config.get("model") or {}).get("name")
+        or DEFAULT_MODEL
+    )
+    try:
+        spec = get_model(str(name))
+    except KeyError:
+        origin = "--set" if override_tree.get("model", {}).get("name") else file_name
+        raise UserError(
+            f"{origin}: model.name = {name!r} is not a registered model; choose one of "
+            f"{', '.join(model_names())}"
+        ) from None
+
+    layers = _Layers()
+    layers.add({"model": {"name": spec.name}}, "defaults")
+    layers.add(HARNESS_PRESETS[chosen], f"preset {chosen}")
+    layers.add({"model": spec.presets.get(chosen, {})}, f"preset {chosen} of {spec.name}")
+    layers.add(file_config, file_name)
+    layers.add(override_tree, "--set")
+    layers.add({"preset": chosen}, "--preset" if preset else layers.where(("preset",)))
+    tree = layers.tree
+    known = _known_keys(spec.config_class)
+    try:
+        model = spec.config_class.model_validate(tree["model"])
+    except ValidationError as error:
+        raise _format_validation_error(error, layers, ("model",), known) from None
+    try:
+        return ExperimentConfig.model_validate({**tree, "model": model})
+    except ValidationError as error:
+        raise _format_validation_error(error, layers, (), known) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> ExperimentConfig:
+    """Resolve a config from an optional YAML file, preset and `--set` overrides."""
+    file_config = read_yaml(path) if path else {}
+    return resolve_config(file_config, str(path) if path else "config", preset, overrides)
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain YAML/JSON types (reloading it reproduces the config)."""
+    return config.model_dump(mode="json")
+
+
+def flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (for W&B's parallel coordinates)."""
+    return _leaves(tree)

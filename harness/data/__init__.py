@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic portraits, CelebAMask-HQ, and their shared prepared format."""

@@ -1,0 +1,89 @@
+"""Checkpoint files of a run directory: full training state and light network snapshots.
+
+    RUN_DIR/checkpoints/training-state-{iteration:08d}.pt   G, D, G_ema, optimizers, RNG, ...
+    RUN_DIR/checkpoints/network-snapshot-{iteration:08d}.pt G_ema + resolved config
+
+Both are written atomically and read with `torch.load(weights_only=True)`, so loading a file
+cannot execute code. Only the newest `KEEP_TRAINING_STATES` training states are kept.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import UserError
+from harness.io import atomic_torch_save
+
+KEEP_TRAINING_STATES = 2
+_STATE = re.compile(r"training-state-(\d{8})\.pt$")
+_SNAPSHOT = re.compile(r"network-snapshot-(\d{8})\.pt$")
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """The checkpoints folder of a run directory."""
+    return run_dir / "checkpoints"
+
+
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return sorted(found)
+
+
+def latest_training_state(run_dir: Path) -> Path | None:
+    """The newest training-state file, or None."""
+    found = _numbered(checkpoint_dir(run_dir), _STATE)
+    return found[-1][1] if found else None
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    """The newest network snapshot, or None."""
+    found = _numbered(checkpoint_dir(run_dir), _SNAPSHOT)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of Python and torch (CPU and CUDA)."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states saved by `rng_state`."""
+    python_state = state["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any],
+                    snapshot: dict[str, Any]) -> Path:
+    """Write the training state and the network snapshot of `iteration`; prune old states."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(folder / f"network-snapshot-{iteration:08d}.pt", snapshot)
+    path = folder / f"training-state-{iteration:08d}.pt"
+    atomic_torch_save(path, state)
+    for _, old in _numbered(folder, _STATE)[:-KEEP_TRAINING_STATES]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a UserError names an unreadable file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to read is the same user problem
+        raise UserError(
+            f"{path}: cannot read checkpoint ({type(error).__name__}: {error}); delete it to "
+            "resume from the previous one, or start a new --run-dir"
+        ) from None

@@ -1,0 +1,365 @@
+"""The GAN training loop shared by every model of the zoo (SemanticStyleGAN's recipe).
+
+Per iteration: one discriminator step on real (image, one-hot mask) pairs against generated
+ones, lazy R1 on both discriminator branches every `d_reg_every` steps, one generator step
+(non-saturating loss + mask consistency + the model's own regularisers), and an EMA update of
+the generator. Every random draw of an iteration is seeded from (seed, iteration, rank), so a
+run resumed from a checkpoint retraces exactly the steps of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from harness.config import ExperimentConfig, config_to_dict, load_config
+from harness.data.classes import NUM_CLASSES
+from harness.data.loading import open_dataset
+from harness.errors import UserError
+from harness.io import atomic_write_json, atomic_write_text, atomic_write_yaml
+from harness.tracking import Tracker
+from harness.training import checkpoint as ckpt
+from harness.training.distributed import (
+    DistInfo,
+    all_ranks_finite,
+    average_buffers,
+    average_gradients,
+    broadcast_module,
+    init_distributed,
+)
+from harness.training.samples import save_sample_grid
+from models.camera import CameraPrior, intrinsics, look_at_origin
+from models.losses import (
+    d_logistic_loss,
+    ema_update,
+    g_nonsaturating_loss,
+    mask_consistency_loss,
+    r1_penalty,
+)
+from models.registry import get_model
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+FAILURE_FILE = "failure.json"
+# Config keys a resumed run may change: training longer, or logging elsewhere.
+RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.log_every",
+                     "train.sample_every", "train.device", "tracking.")
+
+
+@dataclass
+class TrainResult:
+    """The networks of a finished (or already complete) run, as this rank holds them."""
+
+    iteration: int
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: nn.Module
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or Inf; the reason is in RUN_DIR/failure.json."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; anything else as torch names it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device = {name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def iteration_generator(seed: int, iteration: int, rank: int, stream: int) -> torch.Generator:
+    """A CPU generator for one random stream of one iteration on one rank."""
+    key = ((seed * 1_000_003 + iteration) * 1_009 + rank) * 17 + stream
+    return torch.Generator().manual_seed(key % (2**63))
+
+
+def sample_cameras(
+    batch: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cameras from the paper's prior: cam2world (B, 4, 4) and intrinsics (B, 3, 3)."""
+    angles = CameraPrior().sample(batch, generator)
+    return look_at_origin(angles).to(device), intrinsics().expand(batch, 3, 3).to(device)
+
+
+def _check_run_dir_config(run_dir: Path, config: ExperimentConfig) -> None:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    old = config_to_dict(load_config(path))
+    new = config_to_dict(config)
+    from harness.config import flatten
+
+    old_flat, new_flat = flatten(old), flatten(new)
+    changed = sorted(
+        key for key in set(old_flat) | set(new_flat)
+        if old_flat.get(key) != new_flat.get(key)
+        and not any(key == allowed or key.startswith(allowed) for allowed in RESUMABLE_CHANGES)
+    )
+    if changed:
+        key = changed[0]
+        raise UserError(
+            f"{path}: this run directory was trained with {key} = {old_flat.get(key)!r}, now "
+            f"{new_flat.get(key)!r} ({len(changed)} setting(s) differ); use a new --run-dir, or "
+            "the same settings to resume"
+        )
+
+
+def _real_batch(
+    dataset: Dataset, indices: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real images (B, 3, R, R) and masks (B, K, R, R) as SSGAN's D sees them: one-hot in
+    {-1, 1} (the generator's masks live in the same range: 2 softmax - 1 plus a residual)."""
+    items = [dataset[int(i)] for i in indices]
+    image = torch.stack([item["image"] for item in items]).to(device)  # (B, 3, R, R)
+    labels = torch.stack([item["mask"] for item in items])  # (B, R, R)
+    one_hot = F.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float()  # (B, K, R, R)
+    return image, (2 * one_hot - 1).to(device)
+
+
+def _write_status(run_dir: Path, **fields: Any) -> None:
+    atomic_write_json(run_dir / STATUS_FILE, {**fields, "updated": time.time()})
+
+
+def _rewrite_metrics_until(run_dir: Path, iteration: int) -> None:
+    """Drop metrics lines past `iteration` (left by a run that died after its checkpoint)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def training_loop(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    progress: bool = True,  # show a progress bar on rank 0
+) -> TrainResult:
+    """Train `config` in `run_dir`, resuming from its latest checkpoint.
+
+    Raises `TrainingDiverged` after writing RUN_DIR/failure.json if a loss becomes non-finite
+    (the last good checkpoint is kept).
+    """
+    run_dir = Path(run_dir)
+    train = config.train
+    device = resolve_device(train.device)
+    info = init_distributed(device)
+    if device.type == "cuda" and train.device == "auto":
+        device = torch.device("cuda", info.local_rank)
+    if train.batch_size % info.world_size:
+        raise UserError(
+            f"train.batch_size = {train.batch_size} is not divisible by the {info.world_size} "
+            "processes of this job; change one of them"
+        )
+    local_batch = train.batch_size // info.world_size
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_dir_config(run_dir, config)
+        atomic_write_yaml(run_dir / CONFIG_FILE, config_to_dict(config))
+    _barrier(info)
+    dataset = open_dataset(config.data, config.model.resolution) if info.is_main else None
+    _barrier(info)
+    if dataset is None:
+        dataset = open_dataset(config.data, config.model.resolution)
+
+    spec = get_model(config.model.name)
+    torch.manual_seed(train.seed)
+    generator = spec.build_generator(config.model).to(device)
+    discriminator = spec.build_discriminator(config.model).to(device)
+    generator_ema = copy.deepcopy(generator).eval()
+    _set_requires_grad(generator_ema, False)
+    reg_ratio = train.d_reg_every / (train.d_reg_every + 1)  # lazy regularisation (StyleGAN2)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+    d_opt = torch.optim.Adam(
+        discriminator.parameters(), lr=train.lr * reg_ratio,
+        betas=(train.beta1**reg_ratio, train.beta2**reg_ratio),
+    )
+
+    start = 0
+    state_path = ckpt.latest_training_state(run_dir)
+    if state_path is not None:
+        state = ckpt.load_checkpoint(state_path, map_location=device)
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        generator_ema.load_state_dict(state["generator_ema"])
+        g_opt.load_state_dict(state["g_opt"])
+        d_opt.load_state_dict(state["d_opt"])
+        ckpt.set_rng_state(state["rng"])
+        start = int(state["iteration"])
+        if info.is_main:
+            log.info("resuming %s from iteration %d (%s)", run_dir, start, state_path.name)
+    broadcast_module(generator, info)
+    broadcast_module(discriminator, info)
+    broadcast_module(generator_ema, info)
+
+    tracker = Tracker(config, run_dir) if info.is_main else None
+    if info.is_main:
+        _rewrite_metrics_until(run_dir, start)
+        (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+    ema_beta = 0.5 ** (train.batch_size / (train.ema_kimg * 1000))
+    bar = tqdm(total=train.iterations, initial=start, disable=not (progress and info.is_main),
+               dynamic_ncols=True, desc=run_dir.name)
+    started, started_iteration = time.time(), start
+    stats: dict[str, float] = {}
+
+    def save(iteration: int) -> None:
+        if not info.is_main:
+            return
+        resolved = config_to_dict(config)
+        ckpt.save_checkpoint(
+            run_dir, iteration,
+            state={"iteration": iteration, "generator": generator.state_dict(),
+                   "discriminator": discriminator.state_dict(),
+                   "generator_ema": generator_ema.state_dict(), "g_opt": g_opt.state_dict(),
+                   "d_opt": d_opt.state_dict(), "rng": ckpt.rng_state(), "config": resolved},
+            snapshot={"iteration": iteration, "generator_ema": generator_ema.state_dict(),
+                      "config": resolved},
+        )
+
+    def fail(iteration: int, losses: dict[str, torch.Tensor]) -> None:
+        bad = sorted(name for name, value in losses.items() if not torch.isfinite(value).all())
+        reason = f"non-finite loss at iteration {iteration}: {', '.join(bad) or 'on another rank'}"
+        if info.is_main:
+            last = ckpt.latest_training_state(run_dir)
+            atomic_write_json(run_dir / FAILURE_FILE, {
+                "reason": reason, "iteration": iteration,
+                "last_good_checkpoint": last.name if last else None})
+            _write_status(run_dir, state="failed", iteration=iteration,
+                          total=train.iterations, reason=reason)
+            if tracker:
+                tracker.finish(exit_code=1)
+        bar.close()
+        raise TrainingDiverged(reason)
+
+    if info.is_main:
+        _write_status(run_dir, state="running", iteration=start, total=train.iterations)
+    for iteration in range(start, train.iterations):
+        torch.manual_seed(iteration_generator(train.seed, iteration, info.rank, 0).initial_seed())
+        rng_data = iteration_generator(train.seed, iteration, info.rank, 1)
+        rng_fake = iteration_generator(train.seed, iteration, info.rank, 2)
+        generator.train()
+
+        # Discriminator step: real (image, one-hot mask) against generated pairs.
+        real_image, real_mask = _real_batch(
+            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
+        _set_requires_grad(discriminator, True)
+        with torch.no_grad():
+            w = generator.sample_latents(local_batch, generator=rng_fake)
+            fake = generator(w, *sample_cameras(local_batch, rng_fake, device),
+                             iteration=iteration)
+        d_loss = d_logistic_loss(discriminator(real_image, real_mask),
+                                 discriminator(fake["image"], fake["mask"]))
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        losses = {"d_loss": d_loss.detach()}
+        if iteration % train.d_reg_every == 0:
+            real_image.requires_grad_(True)
+            real_mask.requires_grad_(True)
+            real_logits = discriminator(real_image, real_mask)
+            grad_image, grad_mask = r1_penalty(real_logits, [real_image, real_mask])
+            r1 = (train.r1_gamma_image / 2 * grad_image + train.r1_gamma_mask / 2 * grad_mask)
+            (r1.mean() * train.d_reg_every).backward()
+            losses["r1_image"], losses["r1_mask"] = grad_image.mean().detach(), \
+                grad_mask.mean().detach()
+        average_gradients(discriminator, info)
+        _clip(discriminator, train.max_grad_norm)
+        d_opt.step()
+
+        # Generator step.
+        _set_requires_grad(discriminator, False)
+        w = generator.sample_latents(local_batch, generator=rng_fake)
+        fake = generator(w, *sample_cameras(local_batch, rng_fake, device), iteration=iteration)
+        g_adv = g_nonsaturating_loss(discriminator(fake["image"], fake["mask"]))
+        g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
+        extra = generator.regularizers(fake) if hasattr(generator, "regularizers") else {}
+        g_loss = g_adv + train.mask_consistency_weight * g_mask + sum(extra.values())
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        average_gradients(generator, info)
+        _clip(generator, train.max_grad_norm)
+        g_opt.step()
+        average_buffers(generator, info)
+        ema_update(generator_ema, generator, ema_beta)
+        losses.update({"g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
+                       "g_mask": g_mask.detach(), **{k: v.detach() for k, v in extra.items()}})
+        if not all_ranks_finite(torch.stack([v.float() for v in losses.values()]), info):
+            fail(iteration + 1, losses)
+
+        done = iteration + 1
+        for name, value in losses.items():
+            stats[name] = stats.get(name, 0.0) + float(value)
+        stats["_count"] = stats.get("_count", 0.0) + 1
+        bar.update(1)
+        if not info.is_main:
+            continue
+        rate = (done - started_iteration) / max(time.time() - started, 1e-9)
+        if done % train.log_every == 0 or done == train.iterations:
+            count = stats.pop("_count")
+            record = {"iteration": done, **{f"train/{k}": v / count for k, v in stats.items()},
+                      "train/it_per_s": rate, "time": time.time()}
+            stats.clear()
+            with open(run_dir / METRICS_FILE, "a") as file:
+                file.write(json.dumps(record) + "\n")
+            bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()
+                             if k.startswith("train/") and k != "train/it_per_s"}, refresh=False)
+            if tracker:
+                tracker.log({k: v for k, v in record.items() if k != "time"}, done)
+            _write_status(run_dir, state="running", iteration=done, total=train.iterations,
+                          it_per_s=rate, eta_s=(train.iterations - done) / max(rate, 1e-9))
+        if done % train.sample_every == 0 or done == train.iterations:
+            path = save_sample_grid(generator_ema, run_dir / "samples" / f"iter-{done:08d}.png")
+            if tracker:
+                tracker.log_image("samples", path, done)
+        if done % train.checkpoint_every == 0 or done == train.iterations:
+            save(done)
+    bar.close()
+    final = max(start, train.iterations)
+    if info.is_main:
+        if ckpt.latest_training_state(run_dir) is None:
+            save(final)
+        _write_status(run_dir, state="done", iteration=final, total=train.iterations)
+        if tracker:
+            tracker.summary({"iteration": final})
+            tracker.finish()
+    _barrier(info)
+    return TrainResult(final, generator, discriminator, generator_ema)
+
+
+def _clip(module: nn.Module, max_norm: float | None) -> None:
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        torch.distributed.barrier()
+
+
+def iterations_done(run_dir: Path) -> int:
+    """The iteration of the latest checkpoint of a run directory (0 if none)."""
+    path = ckpt.latest_snapshot(run_dir)
+    return int(path.name.split("-")[-1].split(".")[0]) if path else 0
+

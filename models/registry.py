@@ -1,0 +1,55 @@
+"""The model zoo's registry: a name -> how to build the model's networks and configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from models.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the harness needs to know about one model of the zoo."""
+
+    name: str  # registry name, the value of the config key `model.name`
+    config_class: type[ModelConfig]  # typed config; its defaults are the paper's settings
+    build_generator: Callable[[Any], nn.Module]  # config -> generator (see models.generator)
+    build_discriminator: Callable[[Any], nn.Module]  # config -> discriminator on image + mask
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> model overrides
+    disentanglement: str = "strong"  # "strong" (compositional) or "weak" (holistic), Table 2
+    three_d_aware: bool = True  # renders from a 3D representation, Table 2
+    description: str = ""
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the zoo; a second model under the same name is an error."""
+    if spec.name in _MODELS:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec registered under `name`; KeyError names the registered models."""
+    _load_zoo()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def model_names() -> list[str]:
+    """Names of every registered model, sorted."""
+    _load_zoo()
+    return sorted(_MODELS)
+
+
+def _load_zoo() -> None:
+    """Import the model modules, which register themselves."""
+    import models.zoo  # noqa: F401

@@ -1,0 +1,241 @@
+"""3D-SSGAN (Liu et al.): K local 2D generators, depth-guided lifting, 3D-aware mask rendering.
+
+Pipeline (paper Fig. 2): W+ latents (Eq. 1) -> K local generators (Fig. 3) give per-part
+feature, depth and density maps -> depth-guided lifting to part volumes (Eqs. 5-7) -> fusion
+(Eq. 8) and NeRF feature rendering (Eqs. 2-4) -> 3D-aware semantic mask rendering (Eqs. 9-11)
+-> SSGAN's render net gives the high-resolution image and mask residual. Trained with SSGAN's
+losses plus depth smoothness (Eqs. 12-13) in the shared loop (harness.training).
+
+Depth (Sec. 3.2): the facial parts that sit on the face base predict depth relative to it,
+d_hat_k = d_k + d_faceBase (Eq. 7); the face base and the background, and every part that is
+not on the face surface (hair, ears, neck, cloth, hat, earrings: they sit beside, behind or
+around the head, so an offset from the face sheet has no meaning for them) predict absolute
+depth. Which parts are relative is the config list `relative_parts` (default eyes, brows,
+mouth, nose, eyeglasses). Depths are in depth-grid index units (0 = back, D-1 = front), as z in
+Eq. 7. Absolute depths are (D-1) * sigmoid(raw + prior), with a per-part prior placing each
+part where a portrait has it (background at the back, nose in front); relative depths are
+range * (D-1) * tanh(raw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from models.blocks import MappingNetwork
+from models.camera import pixel_rays
+from models.config import ModelConfig, Schema
+from models.discriminator import DualBranchDiscriminator
+from models.generator import PartGenerator
+from models.lifting import LiftingConfig, render_lifted
+from models.local_generator import LocalGenerators
+from models.losses import depth_smoothness_loss
+from models.registry import ModelSpec, register_model
+from models.render_net import RenderNet, is_power_of_two
+from models.rendering import ray_depths, ray_points
+
+# Class names in id order (the harness's 13-class table; models/ does not import harness/).
+PART_NAMES = ("background", "face", "eyes", "brows", "mouth", "nose", "ears", "hair", "neck",
+              "cloth", "eyeglasses", "hat", "earrings")
+FACE_BASE = PART_NAMES.index("face")
+# Where each part's absolute depth starts, as a fraction of the volume depth (0 back, 1 front).
+DEPTH_PRIOR = {"background": 0.03, "face": 0.7, "eyes": 0.72, "brows": 0.74, "mouth": 0.72,
+               "nose": 0.8, "ears": 0.5, "hair": 0.55, "neck": 0.5, "cloth": 0.5,
+               "eyeglasses": 0.8, "hat": 0.6, "earrings": 0.5}
+
+
+class LiftingSettings(Schema):
+    """The lifting function psi of Eq. 7 (lifting ablation, paper Sec. 4.2)."""
+
+    function: Literal["gaussian", "inverse_abs", "inverse_square"] = "gaussian"
+    alpha: float = Field(1.0, gt=0)  # sharpness of psi, per depth-index unit (squared or not)
+
+
+class SSGAN3DConfig(ModelConfig):
+    """3D-SSGAN; the defaults are the paper's settings (Sec. 3.4)."""
+
+    name: Literal["3dssgan"] = "3dssgan"
+    render_resolution: int = 64  # pixels, side of the 2D part maps and of the feature render
+    volume_depth: int = Field(32, ge=2)  # D, depth cells of each lifted part volume
+    z_dim: int = Field(512, ge=1)  # size of z per latent slot
+    w_dim: int = Field(512, ge=1)  # size of W
+    mapping_layers: int = Field(8, ge=1)  # depth of the mapping network
+    local_channels: int = Field(64, ge=1)  # width of the local generators' 1x1 convs (Fig. 3)
+    fourier_channels: int = Field(64, ge=2)  # Fourier-feature position embedding (Fig. 3)
+    feature_channels: int = Field(256, ge=3)  # C of f_k^2d (ToFeature)
+    # The paper replaces SSGAN's "two-layer MLP for coarse structure" by one layer; we read
+    # that as the layers that share W^base (SSGAN's train.py calls its 2 base layers "layers
+    # with shared coarse structure code"), hence base_layers=1, after one linear projection
+    # of the Fourier features (coarse_mlp_layers=1, as in SSGAN).
+    base_layers: int = Field(1, ge=0)  # local generator layers reading W^base
+    shape_layers: int = Field(4, ge=1)  # layers reading W_s^k (depth, density after these)
+    texture_layers: int = Field(4, ge=1)  # layers reading W_t^k (features after these)
+    coarse_mlp_layers: int = Field(1, ge=1)  # linear layers on the Fourier features
+    relative_depth: bool = True  # Table 3 ablation: False predicts absolute depth for all parts
+    relative_parts: list[str] = ["eyes", "brows", "mouth", "nose", "eyeglasses"]
+    relative_depth_range: float = Field(0.25, gt=0)  # max |d_k| of relative parts, fraction of D
+    lifting: LiftingSettings = LiftingSettings()
+    lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
+    density_scale: float = Field(1.0, gt=0)  # multiplies sigma_k^2d (softplus output)
+    mask_nerf_weights: bool = True  # Table 3 ablation: False uses w_i = 1 in Eq. 10 throughout
+    mask_warmup_iterations: int = Field(2000, ge=0)  # Eq. 10 uses w_i = 1 before this iteration
+    ray_samples_train: int = Field(12, ge=2)  # N per ray in training
+    ray_samples_test: int = Field(36, ge=2)  # N per ray at test time
+    depth_smoothness_weight: float = Field(0.1, ge=0)  # lambda_ds, Eq. 12
+    render_channel_base: int = Field(32768, ge=1)  # render net width at res s: base / s ...
+    render_channel_max: int = Field(512, ge=1)  # ... capped at this
+    disc_channel_base: int = Field(32768, ge=1)  # discriminator width at res s: base / s ...
+    disc_channel_max: int = Field(512, ge=1)  # ... capped at this
+
+    @model_validator(mode="after")
+    def _check(self) -> SSGAN3DConfig:
+        for key in ("resolution", "render_resolution"):
+            if not is_power_of_two(getattr(self, key)) or getattr(self, key) < 8:
+                raise ValueError(f"{key} must be a power of two >= 8, got {getattr(self, key)}")
+        if self.render_resolution > self.resolution:
+            raise ValueError(f"render_resolution {self.render_resolution} exceeds resolution "
+                             f"{self.resolution}")
+        if self.num_parts != len(PART_NAMES):
+            raise ValueError(f"num_parts must be {len(PART_NAMES)} (the class table)")
+        unknown = [p for p in self.relative_parts if p not in PART_NAMES or p in
+                   ("background", "face")]
+        if unknown:
+            raise ValueError(f"relative_parts: {unknown} are not facial parts; choose from "
+                             f"{', '.join(PART_NAMES[2:])}")
+        return self
+
+
+class SSGAN3DGenerator(PartGenerator):
+    """W+ latents and a camera -> image, mask, coarse mask, depth and part depth maps."""
+
+    def __init__(self, config: SSGAN3DConfig):
+        super().__init__()
+        self.config = config
+        self.num_parts, self.z_dim, self.w_dim = config.num_parts, config.z_dim, config.w_dim
+        self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
+        self.local = LocalGenerators(
+            config.num_parts, config.w_dim, hidden=config.local_channels,
+            fourier_channels=config.fourier_channels, out_channels=config.feature_channels,
+            base_layers=config.base_layers, shape_layers=config.shape_layers,
+            texture_layers=config.texture_layers, coarse_mlp_layers=config.coarse_mlp_layers,
+            base_free_parts=(0,),  # SSGAN: the background shares no coarse structure
+        )
+        self.render_net = RenderNet(
+            config.feature_channels, config.num_parts, config.render_resolution,
+            config.resolution, channel_base=config.render_channel_base,
+            channel_max=config.render_channel_max,
+        )
+        self.lifting = LiftingConfig(config.lifting.function, config.lifting.alpha)
+        relative = torch.tensor([config.relative_depth and name in config.relative_parts
+                                 for name in PART_NAMES])
+        self.register_buffer("relative", relative, persistent=False)  # (K,) bool
+        prior = torch.tensor([DEPTH_PRIOR[name] for name in PART_NAMES])
+        self.register_buffer("depth_prior_logit", torch.logit(prior), persistent=False)  # (K,)
+
+    def part_maps(
+        self, w: torch.Tensor, active_parts: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-part 2D maps of the local generators, with depths made absolute (Eq. 7)."""
+        cfg = self.config
+        feature, raw_depth, density = self.local(w, cfg.render_resolution)
+        # feature (B, K, C, H, W); raw_depth, density (B, K, H, W)
+        top = cfg.volume_depth - 1
+        absolute = top * torch.sigmoid(raw_depth + self.depth_prior_logit[:, None, None])
+        offset = cfg.relative_depth_range * top * torch.tanh(raw_depth)  # d_k^2d, relative
+        face = absolute[:, FACE_BASE : FACE_BASE + 1]  # (B, 1, H, W) d_faceBase
+        relative = self.relative[:, None, None]
+        d_hat = torch.where(relative, offset + face, absolute)  # (B, K, H, W), Eq. 7
+        part_depth = torch.where(relative, offset, absolute)  # d_k^2d as predicted, for Eq. 13
+        sigma = cfg.density_scale * density  # (B, K, H, W) sigma_k^2d
+        if active_parts is not None:
+            keep = torch.zeros(cfg.num_parts, device=w.device, dtype=feature.dtype)
+            keep[list(active_parts)] = 1
+            feature = feature * keep[:, None, None, None]
+            sigma = sigma * keep[:, None, None]
+        return {"feature": feature, "sigma": sigma, "d_hat": d_hat, "part_depth": part_depth}
+
+    def mask_weights_at(self, iteration: int | None) -> str:
+        """"nerf" or "uniform" weights in Eq. 10 (ablation switch and warm-up, Sec. 3.4)."""
+        if not self.config.mask_nerf_weights:
+            return "uniform"
+        warming_up = iteration is not None and iteration < self.config.mask_warmup_iterations
+        return "uniform" if warming_up else "nerf"
+
+    def forward(
+        self,
+        w: torch.Tensor,
+        cam2world: torch.Tensor,
+        intrinsics: torch.Tensor,
+        iteration: int | None = None,
+        active_parts: Sequence[int] | None = None,
+        num_ray_samples: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Render latents w (B, 1+2K, w_dim) at cameras (B, 4, 4), (B, 3, 3).
+
+        `iteration` (training) selects the mask renderer's warm-up; None means trained.
+        `active_parts` keeps only those parts (progressive generation, Fig. 8).
+        """
+        cfg = self.config
+        batch, r = w.shape[0], cfg.render_resolution
+        maps = self.part_maps(w, active_parts)
+        samples = num_ray_samples or (cfg.ray_samples_train if self.training
+                                      else cfg.ray_samples_test)
+        origins, directions = pixel_rays(cam2world, intrinsics, r)  # (B, r*r, 3) each
+        t = ray_depths(batch, r * r, samples, stratified=self.training, device=w.device,
+                       dtype=w.dtype)  # (B, r*r, N)
+        rendered = render_lifted(
+            maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
+            ray_points(origins, directions, t), t, lifting=self.lifting,
+            mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path,
+        )
+        feature = rendered.feature.transpose(1, 2).reshape(batch, -1, r, r)  # (B, C, r, r)
+        mask_logits = rendered.mask_logits.transpose(1, 2).reshape(batch, -1, r, r)  # (B,K,r,r)
+        mask_coarse = 2 * torch.softmax(mask_logits, dim=1) - 1  # Eq. 9, in SSGAN's [-1, 1]
+        image, mask_residual = self.render_net(feature, randomize_noise=self.training)
+        mask = F.interpolate(mask_coarse, size=image.shape[-2:], mode="bilinear",
+                             align_corners=False) + mask_residual  # m_hr = up(m) + delta m
+        return {
+            "image": image,  # (B, 3, R, R)
+            "mask": mask,  # (B, K, R, R)
+            "mask_coarse": mask_coarse,  # (B, K, r, r)
+            "depth": rendered.depth.reshape(batch, 1, r, r),  # (B, 1, r, r) head units
+            "part_depth": maps["part_depth"],  # (B, K, r, r) depth-index units
+        }
+
+    def regularizers(self, output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Model-specific generator losses, already weighted: lambda_ds * L_ds (Eqs. 12-13)."""
+        weight = self.config.depth_smoothness_weight
+        return {"depth_smoothness": weight * depth_smoothness_loss(output["part_depth"])}
+
+
+def build_discriminator(config: SSGAN3DConfig) -> DualBranchDiscriminator:
+    """SSGAN's dual-branch discriminator on (image, mask) at the output resolution."""
+    return DualBranchDiscriminator(config.resolution, config.num_parts,
+                                   channel_base=config.disc_channel_base,
+                                   channel_max=config.disc_channel_max)
+
+
+PRESETS = {
+    "smoke": dict(resolution=32, render_resolution=16, volume_depth=8, z_dim=32, w_dim=32,
+                  mapping_layers=2, local_channels=16, fourier_channels=16, feature_channels=16,
+                  base_layers=1, shape_layers=1, texture_layers=1, ray_samples_train=6,
+                  ray_samples_test=8, mask_warmup_iterations=4, render_channel_base=256,
+                  render_channel_max=16, disc_channel_base=256, disc_channel_max=32),
+    "cpu": dict(resolution=32, render_resolution=16, volume_depth=16, z_dim=64, w_dim=64,
+                mapping_layers=4, local_channels=32, fourier_channels=32, feature_channels=32,
+                base_layers=1, shape_layers=2, texture_layers=2, ray_samples_train=12,
+                ray_samples_test=24, mask_warmup_iterations=100, render_channel_base=1024,
+                render_channel_max=64, disc_channel_base=1024, disc_channel_max=64),
+    "paper": {},
+}
+
+register_model(ModelSpec(
+    name="3dssgan", config_class=SSGAN3DConfig, build_generator=SSGAN3DGenerator,
+    build_discriminator=build_discriminator, presets=PRESETS, disentanglement="strong",
+    three_d_aware=True,
+    description="3D-SSGAN: local 2D generators, depth-guided lifting, 3D-aware mask renderer",
+))

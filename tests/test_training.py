@@ -1,0 +1,143 @@
+"""The shared training loop: run directory, resume determinism, NaN stop, DDP, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from harness.config import config_to_dict, load_config
+from harness.errors import UserError
+from harness.training import loop
+from harness.training.checkpoint import latest_training_state, load_checkpoint
+from harness.training.distributed import free_port
+from harness.training.loop import TrainingDiverged, training_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_smoke_run_writes_a_complete_run_directory(tmp_path: Path, smoke_overrides) -> None:
+    config = load_config(None, "smoke", smoke_overrides)
+    result = training_loop(config, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert result.iteration == config.train.iterations
+    assert load_config(run / "config.yaml") == config  # the resolved config reproduces the run
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == list(
+        range(config.train.log_every, config.train.iterations + 1, config.train.log_every))
+    assert all(torch.isfinite(torch.tensor(line["train/g_loss"])) for line in lines)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "iter-00000006.png", "iter-00000012.png"]
+    state = load_checkpoint(latest_training_state(run))
+    assert state["iteration"] == 12 and state["config"] == config_to_dict(config)
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, smoke_overrides) -> None:
+    full = load_config(None, "smoke", [*smoke_overrides, "train.iterations=8",
+                                       "train.checkpoint_every=4"])
+    uninterrupted = training_loop(full, tmp_path / "a", progress=False)
+    first_leg = load_config(None, "smoke", [*smoke_overrides, "train.iterations=4",
+                                            "train.checkpoint_every=4"])
+    training_loop(first_leg, tmp_path / "b", progress=False)
+    resumed = training_loop(full, tmp_path / "b", progress=False)  # the same command again
+    assert resumed.iteration == uninterrupted.iteration == 8
+    for name in ("generator", "discriminator", "generator_ema"):
+        assert _states_equal(getattr(resumed, name), getattr(uninterrupted, name)), name
+    metrics = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["iteration"] for m in metrics] == [2, 4, 6, 8]  # no duplicates
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, smoke_overrides, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loss = loop.g_nonsaturating_loss
+    calls = {"n": 0}
+
+    def exploding(logits: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return real_loss(logits) * (float("nan") if calls["n"] > 7 else 1.0)
+
+    monkeypatch.setattr(loop, "g_nonsaturating_loss", exploding)
+    config = load_config(None, "smoke", smoke_overrides)
+    with pytest.raises(TrainingDiverged, match="iteration 8"):
+        training_loop(config, tmp_path / "run", progress=False)
+    failure = json.loads((tmp_path / "run" / "failure.json").read_text())
+    assert "g_loss" in failure["reason"] and failure["iteration"] == 8
+    assert failure["last_good_checkpoint"] == "training-state-00000006.pt"
+    assert latest_training_state(tmp_path / "run").name == "training-state-00000006.pt"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+
+
+def test_changed_settings_in_an_existing_run_dir_are_refused(
+    tmp_path: Path, smoke_overrides
+) -> None:
+    training_loop(load_config(None, "smoke", [*smoke_overrides, "train.iterations=2"]),
+                  tmp_path / "run", progress=False)
+    changed = load_config(None, "smoke", [*smoke_overrides, "train.lr=0.001"])
+    with pytest.raises(UserError, match="train.lr"):
+        training_loop(changed, tmp_path / "run", progress=False)
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, overrides: list[str]) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    config = load_config(None, "smoke", overrides)
+    result = training_loop(config, run_dir, progress=False)
+    torch.save({"generator": result.generator.state_dict(),
+                "discriminator": result.discriminator.state_dict()},
+               Path(run_dir).parent / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_cpu_ranks_hold_identical_weights(tmp_path: Path, smoke_overrides) -> None:
+    overrides = [*smoke_overrides, "train.iterations=4", "train.batch_size=4"]
+    load_config(None, "smoke", overrides)  # validate in the parent before spawning
+    training_loop(load_config(None, "smoke", [*overrides, "train.iterations=1"]),
+                  tmp_path / "warm", progress=False)  # generate the dataset cache once
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "run"), overrides), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for net in ("generator", "discriminator"):
+        assert rank0[net].keys() == rank1[net].keys()
+        assert all(torch.equal(rank0[net][k], rank1[net][k]) for k in rank0[net]), net
+    initial = load_config(None, "smoke", overrides)
+    from models.registry import get_model
+
+    torch.manual_seed(initial.train.seed)
+    fresh = get_model("3dssgan").build_generator(initial.model).state_dict()
+    assert any(not torch.equal(fresh[k], rank0["generator"][k]) for k in fresh)  # it trained
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "train.lr=abc"], "train.lr = 'abc' is invalid"),
+        (["--set", "model.lifting.function=cubic"], "model.lifting.function"),
+        (["--set", "train.iteratons=3"], "did you mean 'train.iterations'"),
+        (["missing.yaml"], "missing.yaml: config file not found"),
+        (["--set", "model.name=nope"], "not a registered model"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args, expected) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.train", "--run-dir", str(tmp_path / "run"), *args],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing half-written
