@@ -46,6 +46,12 @@ FACE_BASE = PART_NAMES.index("face")
 DEPTH_PRIOR = {"background": 0.03, "face": 0.7, "eyes": 0.72, "brows": 0.74, "mouth": 0.72,
                "nose": 0.8, "ears": 0.5, "hair": 0.55, "neck": 0.5, "cloth": 0.5,
                "eyeglasses": 0.8, "hat": 0.6, "earrings": 0.5}
+# Starting density of each part relative to the background (multiplies sigma_k^2d). Every
+# part's initial 2D density covers the whole image, so without this the parts lifted in front
+# (nose, brows, eyeglasses) would occlude the face everywhere at the start of training.
+DENSITY_PRIOR = {"background": 1.0, "face": 1.0, "hair": 0.5, "neck": 0.3, "cloth": 0.3,
+                 "eyes": 0.05, "brows": 0.05, "mouth": 0.05, "nose": 0.05, "ears": 0.05,
+                 "eyeglasses": 0.02, "hat": 0.02, "earrings": 0.02}
 
 
 class LiftingSettings(Schema):
@@ -80,7 +86,7 @@ class SSGAN3DConfig(ModelConfig):
     relative_depth_range: float = Field(0.25, gt=0)  # max |d_k| of relative parts, fraction of D
     lifting: LiftingSettings = LiftingSettings()
     lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
-    density_scale: float = Field(1.0, gt=0)  # multiplies sigma_k^2d (softplus output)
+    density_scale: float = Field(10.0, gt=0)  # multiplies sigma_k^2d (softplus output)
     mask_nerf_weights: bool = True  # Table 3 ablation: False uses w_i = 1 in Eq. 10 throughout
     mask_warmup_iterations: int = Field(2000, ge=0)  # Eq. 10 uses w_i = 1 before this iteration
     ray_samples_train: int = Field(12, ge=2)  # N per ray in training
@@ -135,6 +141,8 @@ class SSGAN3DGenerator(PartGenerator):
         self.register_buffer("relative", relative, persistent=False)  # (K,) bool
         prior = torch.tensor([DEPTH_PRIOR[name] for name in PART_NAMES])
         self.register_buffer("depth_prior_logit", torch.logit(prior), persistent=False)  # (K,)
+        density = torch.tensor([DENSITY_PRIOR[name] for name in PART_NAMES])
+        self.register_buffer("density_prior", density, persistent=False)  # (K,)
 
     def part_maps(
         self, w: torch.Tensor, active_parts: Sequence[int] | None = None
@@ -150,7 +158,7 @@ class SSGAN3DGenerator(PartGenerator):
         relative = self.relative[:, None, None]
         d_hat = torch.where(relative, offset + face, absolute)  # (B, K, H, W), Eq. 7
         part_depth = torch.where(relative, offset, absolute)  # d_k^2d as predicted, for Eq. 13
-        sigma = cfg.density_scale * density  # (B, K, H, W) sigma_k^2d
+        sigma = cfg.density_scale * self.density_prior[:, None, None] * density  # sigma_k^2d
         if active_parts is not None:
             keep = torch.zeros(cfg.num_parts, device=w.device, dtype=feature.dtype)
             keep[list(active_parts)] = 1
