@@ -80,6 +80,21 @@ def test_views_of_an_identity_are_3d_consistent(small: Path) -> None:
     assert agree / total > 0.95
 
 
+def test_portrait_lies_in_the_unit_ball_and_backdrop_behind(small: Path) -> None:
+    """Every labelled surface is inside the unit ball (models.camera's promise); the backdrop
+    is beyond it, so each pixel has a finite depth."""
+    data = PreparedDataset(small, split="all")
+    for index in range(0, len(data), 7):
+        sample = data[index]
+        points = unproject_depth(sample["depth"][None], sample["cam2world"][None],
+                                 sample["intrinsics"])[0]
+        radius = points.norm(dim=-1)  # (R*R,)
+        person = sample["mask"].flatten() != 0
+        assert person.any() and torch.isfinite(radius).all()
+        assert radius[person].max() < 1.01  # float16 depth: ~0.004 head units at depth 4
+        assert radius[~person].min() > 2.0
+
+
 def test_flip_mirrors_image_mask_and_camera(small: Path) -> None:
     plain = PreparedDataset(small, split="all")
     flipped = PreparedDataset(small, split="all", flip=True)

@@ -20,7 +20,9 @@ import fcntl
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,7 +39,7 @@ from models.camera import CameraPrior, intrinsics, look_at_origin, pixel_rays
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "synthetic-v1"  # bump when the generated pixels change: keys the cache
+GENERATOR_VERSION = "synthetic-v2"  # bump when the generated pixels change: keys the cache
 VAL_FRACTION = 0.1  # the last 10% of identities are the validation split
 BACKDROP_RADIUS = 8.0  # head units: the backdrop sphere around the scene
 MISS = 1e3  # head units: entry distances at least this large mean "no hit"
@@ -136,7 +138,7 @@ class _Builder:
         self.enabled = np.zeros(count, dtype=bool)
         self.albedo = np.zeros((count, 3))
         self.planes = np.zeros((count, PLANES, 4))
-        self.planes[..., 3] = 1.0  # n = 0, h = 1: a half-space that holds everywhere
+        self.planes[..., 1:] = (1.0, 0.0, 10.0)  # y <= 10: a half-space that holds in the ball
 
     def solid(
         self,
@@ -253,7 +255,7 @@ def _add_face(
 ) -> _Face:
     """Skull, jaw, eyes, brows, nose, lips and ears."""
     skull = (np.array([0.0, 0.2, -0.05]),
-             np.array([rng.uniform(0.36, 0.42), rng.uniform(0.52, 0.6), rng.uniform(0.47, 0.52)]))
+             np.array([rng.uniform(0.38, 0.45), rng.uniform(0.52, 0.6), rng.uniform(0.47, 0.52)]))
     chin = rng.uniform(-0.58, -0.48)
     jaw_y = rng.uniform(-0.05, 0.05)
     jaw = (np.array([0.0, jaw_y, 0.0]),
@@ -301,11 +303,11 @@ def _add_face(
     ear_size = rng.uniform(0.85, 1.15)
     ear_y = eye_y - 0.03
     ear_z = -0.04
-    ear_x = _surface(solids, ear_y, ear_z, 0)
-    ear_radii = (0.025, 0.11 * ear_size, 0.065 * ear_size)
-    for sign, side in ((1, "p"), (-1, "n")):
+    ear_x = _surface(solids, ear_y, ear_z, 0) + 0.015
+    ear_radii = (0.025, 0.11 * ear_size, 0.07 * ear_size)
+    for sign, side in ((1, "p"), (-1, "n")):  # turned so that the back of the ear stands out
         build.solid(f"ear_{side}", (sign * ear_x, ear_y, ear_z), ear_radii, skin * 0.95,
-                    angles=(0.0, -sign * 0.45, 0.0))
+                    angles=(0.0, -sign * 0.6, 0.0))
     return _Face(solids, eye_x, eye_y, eye_z + eye_radii[2], (ear_x, ear_y, ear_z),
                  ear_radii[1])
 
@@ -356,10 +358,10 @@ def _add_hat(build: _Builder, rng: np.random.Generator, face: _Face) -> None:
                 planes=((0.0, -math.cos(tilt), -math.sin(tilt), -bottom),))
     kind = rng.choice(["brim", "visor", "none"])
     if kind == "brim":
-        build.solid("hat_brim", (0.0, bottom, -0.05), (crown[0] + 0.2, 0.015, crown[2] + 0.2),
+        build.solid("hat_brim", (0.0, bottom, -0.05), (crown[0] + 0.2, 0.022, crown[2] + 0.2),
                     colour * 0.9, angles=(-tilt, 0.0, 0.0))
     elif kind == "visor":
-        build.solid("hat_brim", (0.0, bottom, 0.1), (crown[0] * 0.9, 0.015, crown[2] + 0.15),
+        build.solid("hat_brim", (0.0, bottom, 0.1), (crown[0] * 0.9, 0.022, crown[2] + 0.15),
                     colour * 0.9, angles=(-tilt - 0.15, 0.0, 0.0),
                     planes=((0.0, 0.0, -1.0, -0.2),))
 
@@ -526,11 +528,21 @@ _SPECULAR[[CLASS_IDS["eyes"], CLASS_IDS["eyeglasses"], CLASS_IDS["earrings"]]] =
 _SPECULAR[[CLASS_IDS["mouth"], CLASS_IDS["hair"], CLASS_IDS["face"], CLASS_IDS["nose"]]] = 0.08
 
 
-def _gather(values: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """values (B, P, ...) picked per ray by slot (B, M) -> (B, M, ...)."""
+def _gather(values: torch.Tensor, slot: torch.Tensor, image: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """values (B, P, ...) picked by slot (B, M) -> (B, M, ...); or, given image indices of the
+    same shape as slot, by (image, slot) pairs."""
     batch, count = values.shape[:2]
-    flat = values.reshape(batch * count, *values.shape[2:])
-    return flat[slot + count * torch.arange(batch)[:, None]]
+    image = torch.arange(batch)[:, None] if image is None else image
+    return values.reshape(batch * count, *values.shape[2:])[slot + count * image]
+
+
+def _solid_table(scene: Scene) -> torch.Tensor:
+    """(B, P, 21) what shading needs of each solid: linear (9), centre (3), smallest radius (1),
+    cut planes (8), so that one gather per ray fetches all of it."""
+    batch, count = scene.centre.shape[:2]
+    return torch.cat([scene.linear.reshape(batch, count, 9), scene.centre,
+                      scene.radius_min[..., None], scene.planes.reshape(batch, count, 8)], -1)
 
 
 def _length(vectors: torch.Tensor) -> torch.Tensor:
@@ -539,22 +551,22 @@ def _length(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def _surface_frame(
-    scene: Scene, points: torch.Tensor, slot: torch.Tensor
+    rows: torch.Tensor, points: torch.Tensor, slot: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit-sphere coordinates (B, M, 3) and outward unit normals (B, M, 3) of the solids `slot`
-    (B, M) at surface `points` (B, M, 3).
+    """Unit-sphere coordinates (..., 3) and outward unit normals (..., 3) at surface `points`
+    (..., 3) of the solids `slot` (...), whose `_solid_table` rows (..., 21) are given.
 
     On a clipped solid the boundary that holds the point (ellipsoid, cut plane or unit ball) is
     the one whose signed distance is largest there (closest to zero).
     """
-    linear = _gather(scene.linear, slot)  # (B, M, 3, 3)
-    local = (linear @ (points - _gather(scene.centre, slot))[..., None])[..., 0]
+    linear = rows[..., :9].unflatten(-1, (3, 3))
+    local = (linear @ (points - rows[..., 9:12])[..., None])[..., 0]
     normal = (linear.transpose(-1, -2) @ local[..., None])[..., 0]
-    distance = (_length(local) - 1.0) * _gather(scene.radius_min, slot)  # (B, M)
-    planes = _gather(scene.planes, slot)  # (B, M, K, 4); unused planes give -1 everywhere
+    distance = (_length(local) - 1.0) * rows[..., 12]
+    planes = rows[..., 13:].unflatten(-1, (PLANES, 4))  # unused planes are far away
     plane_distance = (planes[..., :3] * points[..., None, :]).sum(-1) - planes[..., 3]
-    best, which = plane_distance.max(-1)  # (B, M)
-    plane_normal = planes[..., :3].gather(2, which[..., None, None].expand(*which.shape, 1, 3))
+    best, which = plane_distance.max(-1)
+    plane_normal = planes[..., :3].gather(-2, which[..., None, None].expand(*which.shape, 1, 3))
     normal = torch.where((best > distance)[..., None], plane_normal[..., 0, :], normal)
     ball_distance = _length(points) - 1.0
     on_ball = (slot < _CLIPPED) & (ball_distance > torch.maximum(best, distance))
@@ -603,10 +615,11 @@ def _backdrop(scene: Scene, origin: torch.Tensor, d: torch.Tensor) -> tuple[torc
 
 def _light(colour: torch.Tensor, normal: torch.Tensor, d: torch.Tensor, light: torch.Tensor,
            classes: torch.Tensor) -> torch.Tensor:
-    """Ambient + Lambert + a Blinn highlight; light (B, 3) unit vectors toward the light."""
-    light = light[:, None]  # (B, 1, 3)
+    """Ambient + Lambert + a Blinn highlight; `light`: unit vectors toward the light,
+    broadcastable to the rays (..., 3)."""
     diffuse = (normal * light).sum(-1, keepdim=True).clamp(min=0)
-    half = torch.nn.functional.normalize(light - d, dim=-1)
+    half = light - d
+    half = half / _length(half)[..., None]
     shine = (normal * half).sum(-1, keepdim=True).clamp(min=0) ** 24
     return colour * (_AMBIENT + (1 - _AMBIENT) * diffuse) + _SPECULAR[classes][..., None] * shine
 
@@ -620,46 +633,51 @@ def shade(
     labelled surface and `key` (B, M) int64 naming the surface (to find part boundaries).
     """
     hits = cast(scene, origin, d)
+    table = _solid_table(scene)
     t_backdrop, colour_backdrop = _backdrop(scene, origin, d)
     opaque = hits.t < MISS
     t = torch.where(opaque, hits.t, t_backdrop)
     points = origin[:, None] + t[..., None] * d  # (B, M, 3)
     classes = torch.where(opaque, SLOT_CLASS[hits.slot], torch.zeros_like(hits.slot))
-    local, normal = _surface_frame(scene, points, hits.slot)
+    local, normal = _surface_frame(_gather(table, hits.slot), points, hits.slot)
     albedo = _texture(scene, points, classes, local, _gather(scene.albedo, hits.slot))
-    colour = _light(albedo, normal, d, light, classes)
-    colour = torch.where(opaque[..., None], colour, colour_backdrop)
-    key = torch.where(opaque, hits.slot, torch.full_like(hits.slot, len(SLOTS)))
-    return _through_lenses(scene, origin, d, light, hits, colour, classes, t, key)
+    colour = _light(albedo, normal, d, light[:, None], classes)
+    shaded = {
+        "colour": torch.where(opaque[..., None], colour, colour_backdrop),
+        "classes": classes,
+        "t": t,
+        "key": torch.where(opaque, hits.slot, torch.full_like(hits.slot, len(SLOTS))),
+    }
+    _through_lenses(scene, table, origin, d, light, hits, shaded)
+    return shaded
 
 
 def _through_lenses(
-    scene: Scene, origin: torch.Tensor, d: torch.Tensor, light: torch.Tensor, hits: _Hits,
-    colour: torch.Tensor, classes: torch.Tensor, t: torch.Tensor, key: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Blend the eyeglass lenses over what lies behind them.
+    scene: Scene, table: torch.Tensor, origin: torch.Tensor, d: torch.Tensor,
+    light: torch.Tensor, hits: _Hits, shaded: dict[str, torch.Tensor],
+) -> None:
+    """Blend the eyeglass lenses over what lies behind them, in place in `shaded`.
 
     A lens is tinted glass inside an opaque rim. As in CelebAMask-HQ's labels (eyes painted over
     eyeglasses), an eye seen through a lens keeps the eye class.
     """
-    lens = hits.t_lens < t
-    points = origin[:, None] + hits.t_lens.clamp(max=MISS)[..., None] * d
-    local, normal = _surface_frame(scene, points, hits.slot_lens)
-    rim = lens & (local[..., 0] ** 2 + local[..., 1] ** 2 > 0.82**2)
-    frame = _gather(scene.albedo, hits.slot_lens)  # (B, M, 3)
-    eyeglasses = torch.full_like(classes, CLASS_IDS["eyeglasses"])
-    lit_frame = _light(frame, normal, d, light, eyeglasses)
-    alpha = scene.lens_alpha[:, None, None]
-    tinted = (1 - alpha) * colour + alpha * (0.5 + 0.5 * frame)
-    colour = torch.where(lens[..., None], torch.where(rim[..., None], lit_frame, tinted), colour)
-    relabel = lens & (rim | (classes != CLASS_IDS["eyes"]))
-    return {
-        "colour": colour,
-        "classes": torch.where(relabel, eyeglasses, classes),
-        "t": torch.where(relabel, hits.t_lens, t),
-        "key": key + (len(SLOTS) + 1) * (lens.long() + rim.long()),
-    }
-
+    image, ray = (hits.t_lens < shaded["t"]).nonzero(as_tuple=True)  # (K,) rays through a lens
+    if not len(image):
+        return
+    slot, t_lens, direction = hits.slot_lens[image, ray], hits.t_lens[image, ray], d[image, ray]
+    points = origin[image] + t_lens[:, None] * direction  # (K, 3)
+    local, normal = _surface_frame(_gather(table, slot, image), points, slot)
+    rim = local[:, 0] ** 2 + local[:, 1] ** 2 > 0.82**2  # (K,)
+    frame = _gather(scene.albedo, slot, image)  # (K, 3)
+    eyeglasses = torch.full_like(slot, CLASS_IDS["eyeglasses"])
+    lit_frame = _light(frame, normal, direction, light[image], eyeglasses)
+    alpha = scene.lens_alpha[image, None]
+    tinted = (1 - alpha) * shaded["colour"][image, ray] + alpha * (0.5 + 0.5 * frame)
+    shaded["colour"][image, ray] = torch.where(rim[:, None], lit_frame, tinted)
+    relabel = rim | (shaded["classes"][image, ray] != CLASS_IDS["eyes"])
+    shaded["classes"][image[relabel], ray[relabel]] = CLASS_IDS["eyeglasses"]
+    shaded["t"][image[relabel], ray[relabel]] = t_lens[relabel]
+    shaded["key"][image, ray] += (len(SLOTS) + 1) * (1 + rim.long())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,14 +685,15 @@ def _through_lenses(
 
 
 def _boundaries(key: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """(B, R, R) bool: pixels whose 3x3 neighbourhood shows another surface or a depth jump."""
+    """(B, R, R) bool: pixels whose 3x3 neighbourhood shows another surface or a depth jump
+    (more than 2% of the depth)."""
     pad_key = torch.nn.functional.pad(key[:, None].float(), (1, 1, 1, 1), mode="replicate")
     pad_depth = torch.nn.functional.pad(depth[:, None], (1, 1, 1, 1), mode="replicate")
     same = torch.nn.functional.max_pool2d(pad_key, 3, 1) == -torch.nn.functional.max_pool2d(
         -pad_key, 3, 1)
-    spread = torch.nn.functional.max_pool2d(pad_depth, 3, 1) + torch.nn.functional.max_pool2d(
-        -pad_depth, 3, 1)
-    return (~same | (spread > 0.05))[:, 0]
+    nearest = -torch.nn.functional.max_pool2d(-pad_depth, 3, 1)
+    jump = torch.nn.functional.max_pool2d(pad_depth, 3, 1) > 1.02 * nearest
+    return (~same | jump)[:, 0]
 
 
 def render(
@@ -777,6 +796,24 @@ def class_frequencies(masks: np.ndarray, chunk: int = 1024) -> dict[str, dict[st
             for k, name in enumerate(CLASS_NAMES)}
 
 
+def _in_threads(function: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> Iterator[Any]:
+    """function(*job) for each job, in order, on as many threads as torch uses.
+
+    Each thread runs torch single-threaded: on a shared machine, blocks on independent threads
+    keep both cores busy, where torch's own parallel ops stall waiting for a descheduled thread.
+    At most two results per thread are held at once.
+    """
+    workers = max(1, torch.get_num_threads())
+    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        pending: deque[Future[Any]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(function, *job))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _check_size(identities: int, views: int, resolution: int) -> None:
     if resolution not in RESOLUTIONS:
         raise UserError(f"--resolution {resolution}: the synthetic data renders at "
@@ -800,19 +837,19 @@ def generate_synthetic(
               "generator": GENERATOR_VERSION}
     writer = PreparedWriter(out_dir, total, resolution, "synthetic", params, has_depth=True)
     first_val = identities - max(1, math.ceil(VAL_FRACTION * identities))
-    blocks = range(0, identities, BLOCK_IDENTITIES)
-    for first in tqdm(blocks, desc=f"synthetic {resolution}px", unit="block",
-                      disable=not log.isEnabledFor(logging.INFO)):
-        count = min(BLOCK_IDENTITIES, identities - first)
-        start = first * views
-        if writer.done_mask[start : start + count * views].all():
-            continue
-        arrays = render_identities(first, count, views, resolution, seed)
+    todo = [first for first in range(0, identities, BLOCK_IDENTITIES)
+            if not writer.done_mask[first * views : (first + BLOCK_IDENTITIES) * views].all()]
+    jobs = [(first, min(BLOCK_IDENTITIES, identities - first), views, resolution, seed)
+            for first in todo]
+    for job, arrays in tqdm(zip(jobs, _in_threads(render_identities, jobs), strict=True),
+                            total=len(jobs),
+                            desc=f"synthetic {resolution}px", unit="block",
+                            disable=not log.isEnabledFor(logging.INFO)):
         arrays["split"] = (arrays["identity"] >= first_val).astype(np.uint8)
-        writer.write(start, **arrays)
+        writer.write(job[0] * views, **arrays)
     frequencies = class_frequencies(writer.arrays["masks"])
     log.info("class frequencies (%d samples): %s", total, ", ".join(
-        f"{name} {f['pixels']:.1%} px / {f['samples']:.0%} of samples"
+        f"{name} {f['pixels']:.2%} px / {f['samples']:.0%} of samples"
         for name, f in frequencies.items()))
     missing = [name for name, f in frequencies.items() if f["samples"] == 0]
     if missing:
