@@ -1,0 +1,1 @@
+"""Metrics: feature extractors and the measures (FID, KID, identity) built on them."""

@@ -1,0 +1,1 @@
+"""Feature extractors for the metrics (the synthetic-face CNN `synthface-v1`)."""
