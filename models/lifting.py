@@ -157,38 +157,8 @@ def render_lifted_fast(
     _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
     batch, parts, channels, height, width = f2d.shape
     rays, samples = points.shape[1:3]
-    # Voxel coordinates as grid_sample(align_corners=True) computes them: (B, rays, N) each.
-    grid = world_to_grid(points)
-    ix = (grid[..., 0] + 1) / 2 * (width - 1)
-    iy = (grid[..., 1] + 1) / 2 * (height - 1)
-    iz = (grid[..., 2] + 1) / 2 * (volume_depth - 1)
-    x0, y0, z0 = ix.floor(), iy.floor(), iz.floor()
-    fx, fy, fz = ix - x0, iy - y0, iz - z0
-
-    # The 4 xy-corners: bilinear weights, zeroed outside the grid (zero padding).
-    corner_x = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)  # (B, rays, N, 4)
-    corner_y = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)  # (B, rays, N, 4)
-    w_xy = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
-    w_xy = w_xy * _inside(corner_x, width) * _inside(corner_y, height)  # (B, rays, N, 4)
-    row, column = corner_y.clamp(0, height - 1).long(), corner_x.clamp(0, width - 1).long()
-    pixel = row * width + column  # (B, rays, N, 4) index into H*W; clamped corners weigh 0
-
-    # The 2 z-corners: linear weights, zeroed outside the grid.
-    w_z0 = ((1 - fz) * _inside(z0, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
-    w_z1 = (fz * _inside(z0 + 1, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
-
-    def at_corners(maps: torch.Tensor) -> torch.Tensor:  # (B, K, H, W) -> (B, rays, N, 4, K)
-        table = maps.flatten(2).transpose(1, 2)  # (B, H*W, K)
-        index = pixel.reshape(batch, -1, 1).expand(-1, -1, parts)  # (B, rays*N*4, K)
-        return table.gather(1, index).view(*pixel.shape, parts)
-
-    # coef * g_k[corner] summed over corners = trilinear sample of psi_k g_k (Eqs. 5-7, 11).
-    depth_at = at_corners(d_hat)  # (B, rays, N, 4, K)
-    z_near = z0[..., None, None]  # (B, rays, N, 1, 1)
-    # Eq. 7 at the two z-corners, linearly interpolated in z: (B, rays, N, 4, K)
-    psi_z = w_z0 * lifting.psi(depth_at - z_near) + w_z1 * lifting.psi(depth_at - (z_near + 1))
-    coef = w_xy[..., None] * psi_z  # (B, rays, N, 4, K)
-    sigma_parts = (coef * at_corners(sigma2d)).sum(3)  # (B, rays, N, K) Eqs. 6, 11
+    pixel, coef = _corner_coefficients(d_hat, volume_depth, points, lifting)
+    sigma_parts = (coef * _at_corners(sigma2d, pixel)).sum(3)  # (B, rays, N, K) Eqs. 6, 11
     weights = nerf_weights(sigma_parts.sum(-1), t)  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
 
     # Eqs. 4, 5, 8: f_render = sum over (sample, corner, part) of w_i coef f_k[corner]: a sparse
@@ -234,6 +204,67 @@ def render_lifted(
     return render(
         f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting, mask_weights=mask_weights
     )
+
+
+def _corner_coefficients(
+    d_hat: torch.Tensor, volume_depth: int, points: torch.Tensor, lifting: LiftingConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trilinear sampling of the lifted part volumes psi_k g_k as corner coefficients.
+
+    Returns pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners, and coef
+    (B, rays, N, 4, K) such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is
+    sum over corners of coef * g_k[pixel], for any 2D map g_k (features or densities).
+    """
+    height, width = d_hat.shape[-2:]
+    # Voxel coordinates as grid_sample(align_corners=True) computes them: (B, rays, N) each.
+    grid = world_to_grid(points)
+    ix = (grid[..., 0] + 1) / 2 * (width - 1)
+    iy = (grid[..., 1] + 1) / 2 * (height - 1)
+    iz = (grid[..., 2] + 1) / 2 * (volume_depth - 1)
+    x0, y0, z0 = ix.floor(), iy.floor(), iz.floor()
+    fx, fy, fz = ix - x0, iy - y0, iz - z0
+
+    # The 4 xy-corners: bilinear weights, zeroed outside the grid (zero padding).
+    corner_x = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)  # (B, rays, N, 4)
+    corner_y = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)  # (B, rays, N, 4)
+    w_xy = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    w_xy = w_xy * _inside(corner_x, width) * _inside(corner_y, height)  # (B, rays, N, 4)
+    row, column = corner_y.clamp(0, height - 1).long(), corner_x.clamp(0, width - 1).long()
+    pixel = row * width + column  # (B, rays, N, 4) index into H*W; clamped corners weigh 0
+
+    # The 2 z-corners: linear weights, zeroed outside the grid.
+    w_z0 = ((1 - fz) * _inside(z0, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
+    w_z1 = (fz * _inside(z0 + 1, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
+    depth_at = _at_corners(d_hat, pixel)  # (B, rays, N, 4, K)
+    z_near = z0[..., None, None]  # (B, rays, N, 1, 1)
+    # Eq. 7 at the two z-corners, linearly interpolated in z: (B, rays, N, 4, K)
+    psi_z = w_z0 * lifting.psi(depth_at - z_near) + w_z1 * lifting.psi(depth_at - (z_near + 1))
+    return pixel, w_xy[..., None] * psi_z
+
+
+def _at_corners(maps: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) maps read at corner pixels (B, rays, N, 4) -> (B, rays, N, 4, K)."""
+    batch, parts = maps.shape[:2]
+    table = maps.flatten(2).transpose(1, 2)  # (B, H*W, K)
+    index = pixel.reshape(batch, -1, 1).expand(-1, -1, parts)  # (B, rays*N*4, K)
+    return table.gather(1, index).view(*pixel.shape, parts)
+
+
+def lifted_part_density(
+    sigma2d: torch.Tensor,
+    d_hat: torch.Tensor,
+    volume_depth: int,
+    points: torch.Tensor,
+    *,
+    lifting: LiftingConfig,
+) -> torch.Tensor:
+    """(B, rays, N, K) the lifted part densities sigma_k^3d at the points (Eqs. 6-7, 11).
+
+    The density half of `render_lifted_fast`, without features: a cheap pass that locates the
+    surface before a full render (depth-guided sampling). Memory O(B * rays * N * 4 * K).
+    """
+    pixel, coef = _corner_coefficients(d_hat, volume_depth, points, lifting)
+    return (coef * _at_corners(sigma2d, pixel)).sum(3)
 
 
 class _SparseRows:

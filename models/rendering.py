@@ -92,3 +92,20 @@ def expected_depth(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     (the default `last_delta`) the second term vanishes.
     """
     return (w * t).sum(-1) + (1 - w.sum(-1)) * t[..., -1]
+
+
+def window_depths(t: torch.Tensor, centre: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, rays, count) the `count` consecutive depths of t nearest each ray's `centre`.
+
+    t: (B, rays, N) increasing depths; centre: (B, rays) a depth per ray (for example the
+    expected depth of a cheap coarse pass). The window starts at the first depth whose index
+    puts `centre` in its middle, clamped to the ray. Rendering only these samples equals
+    rendering all N wherever the samples left out carry no density: depth-guided sampling.
+    """
+    samples = t.shape[-1]
+    if not 1 <= count <= samples:
+        raise ValueError(f"window of {count} samples on rays of {samples}")
+    nearest = (t - centre[..., None]).abs().argmin(-1)  # (B, rays)
+    start = (nearest - (count - 1) // 2).clamp(0, samples - count)  # (B, rays)
+    index = start[..., None] + torch.arange(count, device=t.device)  # (B, rays, count)
+    return t.gather(-1, index)

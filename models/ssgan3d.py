@@ -31,12 +31,18 @@ from models.camera import pixel_rays
 from models.config import ModelConfig, Schema
 from models.discriminator import DualBranchDiscriminator
 from models.generator import PartGenerator
-from models.lifting import LiftingConfig, render_lifted
+from models.lifting import LiftedRender, LiftingConfig, lifted_part_density, render_lifted
 from models.local_generator import LocalGenerators
 from models.losses import depth_smoothness_loss
 from models.registry import ModelSpec, register_model
 from models.render_net import RenderNet, is_power_of_two
-from models.rendering import ray_depths, ray_points
+from models.rendering import (
+    expected_depth,
+    nerf_weights,
+    ray_depths,
+    ray_points,
+    window_depths,
+)
 
 # Class names in id order (the harness's 13-class table; models/ does not import harness/).
 PART_NAMES = ("background", "face", "eyes", "brows", "mouth", "nose", "ears", "hair", "neck",
@@ -91,6 +97,14 @@ class SSGAN3DConfig(ModelConfig):
     mask_warmup_iterations: int = Field(2000, ge=0)  # Eq. 10 uses w_i = 1 before this iteration
     ray_samples_train: int = Field(12, ge=2)  # N per ray in training
     ray_samples_test: int = Field(36, ge=2)  # N per ray at test time
+    # Test-time depth-guided sampling (after SemanticHuman-HD): a density-only pass with
+    # `depth_guided_coarse` samples on a coarser ray grid finds each pixel's depth, then only
+    # the `depth_guided_window` of the ray_samples_test samples nearest it are rendered.
+    # Off ("uniform") by default.
+    test_sampling: Literal["uniform", "depth_guided"] = "uniform"
+    depth_guided_coarse: int = Field(12, ge=2)  # samples of the density-only pass
+    depth_guided_window: int = Field(8, ge=1)  # samples rendered around the found depth
+    depth_guided_stride: int = Field(2, ge=1)  # the density-only pass's rays: every n pixels
     depth_smoothness_weight: float = Field(0.1, ge=0)  # lambda_ds, Eq. 12
     render_channel_base: int = Field(32768, ge=1)  # render net width at res s: base / s ...
     render_channel_max: int = Field(512, ge=1)  # ... capped at this
@@ -190,16 +204,7 @@ class SSGAN3DGenerator(PartGenerator):
         cfg = self.config
         batch, r = w.shape[0], cfg.render_resolution
         maps = self.part_maps(w, active_parts)
-        samples = num_ray_samples or (cfg.ray_samples_train if self.training
-                                      else cfg.ray_samples_test)
-        origins, directions = pixel_rays(cam2world, intrinsics, r)  # (B, r*r, 3) each
-        t = ray_depths(batch, r * r, samples, stratified=self.training, device=w.device,
-                       dtype=w.dtype)  # (B, r*r, N)
-        rendered = render_lifted(
-            maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
-            ray_points(origins, directions, t), t, lifting=self.lifting,
-            mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path,
-        )
+        rendered = self.render_maps(maps, cam2world, intrinsics, iteration, num_ray_samples)
         feature = rendered.feature.transpose(1, 2).reshape(batch, -1, r, r)  # (B, C, r, r)
         mask_logits = rendered.mask_logits.transpose(1, 2).reshape(batch, -1, r, r)  # (B,K,r,r)
         mask_coarse = 2 * torch.softmax(mask_logits, dim=1) - 1  # Eq. 9, in SSGAN's [-1, 1]
@@ -213,6 +218,60 @@ class SSGAN3DGenerator(PartGenerator):
             "depth": rendered.depth.reshape(batch, 1, r, r),  # (B, 1, r, r) head units
             "part_depth": maps["part_depth"],  # (B, K, r, r) depth-index units
         }
+
+    def render_maps(
+        self,
+        maps: dict[str, torch.Tensor],
+        cam2world: torch.Tensor,
+        intrinsics: torch.Tensor,
+        iteration: int | None = None,
+        num_ray_samples: int | None = None,
+    ) -> LiftedRender:
+        """Lift the part maps and render features, mask logits and depth (Eqs. 2-11)."""
+        cfg = self.config
+        batch, r = cam2world.shape[0], cfg.render_resolution
+        samples = num_ray_samples or (cfg.ray_samples_train if self.training
+                                      else cfg.ray_samples_test)
+        origins, directions = pixel_rays(cam2world, intrinsics, r)  # (B, r*r, 3) each
+        t = ray_depths(batch, r * r, samples, stratified=self.training,
+                       device=cam2world.device, dtype=cam2world.dtype)  # (B, r*r, N)
+        if self.uses_depth_guided_sampling(iteration):
+            t = window_depths(t, self.coarse_depth(maps, cam2world, intrinsics),
+                              min(cfg.depth_guided_window, samples))  # (B, r*r, window)
+        return render_lifted(
+            maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
+            ray_points(origins, directions, t), t, lifting=self.lifting,
+            mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path,
+        )
+
+    def uses_depth_guided_sampling(self, iteration: int | None) -> bool:
+        """Depth-guided sampling applies at test time with NeRF weights in Eq. 10 only.
+
+        With w_i = 1 the mask sums densities along the whole ray, which a window would cut.
+        """
+        return (not self.training and self.config.test_sampling == "depth_guided"
+                and self.mask_weights_at(iteration) == "nerf")
+
+    def coarse_depth(self, maps: dict[str, torch.Tensor], cam2world: torch.Tensor,
+                     intrinsics: torch.Tensor) -> torch.Tensor:
+        """(B, r*r) expected ray depth from a cheap density-only pass.
+
+        The pass renders densities only, with `depth_guided_coarse` uniform samples on rays
+        of a grid `depth_guided_stride` times coarser, and upsamples the depth bilinearly.
+        """
+        cfg = self.config
+        r = cfg.render_resolution
+        coarse = max(1, r // cfg.depth_guided_stride)
+        origins, directions = pixel_rays(cam2world, intrinsics, coarse)  # (B, c*c, 3)
+        batch, rays = origins.shape[:2]
+        t = ray_depths(batch, rays, cfg.depth_guided_coarse, stratified=False,
+                       device=origins.device, dtype=origins.dtype)  # (B, c*c, Nc)
+        sigma = lifted_part_density(maps["sigma"], maps["d_hat"], cfg.volume_depth,
+                                    ray_points(origins, directions, t), lifting=self.lifting)
+        depth = expected_depth(nerf_weights(sigma.sum(-1), t), t)  # Eqs. 2-3 on sigma_fused
+        depth = F.interpolate(depth.view(batch, 1, coarse, coarse), size=(r, r),
+                              mode="bilinear", align_corners=False)
+        return depth.view(batch, r * r)
 
     def regularizers(self, output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Model-specific generator losses, already weighted: lambda_ds * L_ds (Eqs. 12-13)."""

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from models.camera import FAR, NEAR
-from models.rendering import accumulate, expected_depth, nerf_weights, ray_depths, ray_points
+from models.rendering import (
+    accumulate,
+    expected_depth,
+    nerf_weights,
+    ray_depths,
+    ray_points,
+    window_depths,
+)
 
 
 def test_ray_depths_stratified_one_sample_per_bin_and_reproducible() -> None:
@@ -80,3 +87,15 @@ def test_accumulate_and_expected_depth() -> None:
     torch.testing.assert_close(
         expected_depth(opaque_third, t), torch.tensor([[4.0, 5.0]], dtype=torch.float64)
     )
+
+
+def test_window_depths_picks_consecutive_samples_around_the_centre() -> None:
+    t = ray_depths(1, 3, 10, stratified=False)  # bin centres 3.1, 3.3, ..., 4.9
+    centre = torch.tensor([[3.0, 4.05, 5.0]])  # before the first, middle, after the last
+    window = window_depths(t, centre, 4)
+    torch.testing.assert_close(window[0, 0], t[0, 0, :4])  # clamped to the ray's start
+    torch.testing.assert_close(window[0, 1], t[0, 1, 4:8])  # 4.1 is nearest: index 5 in 4..7
+    torch.testing.assert_close(window[0, 2], t[0, 2, 6:])  # clamped to the ray's end
+    torch.testing.assert_close(window_depths(t, centre, 10), t)  # the whole ray
+    with pytest.raises(ValueError, match="window of 11 samples"):
+        window_depths(t, centre, 11)

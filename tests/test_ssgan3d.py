@@ -153,3 +153,25 @@ def test_depth_smoothness_weight_and_ray_samples() -> None:
     paper = load_config(None, "paper").model
     assert (paper.ray_samples_train, paper.ray_samples_test) == (12, 36)
     assert (paper.render_resolution, paper.volume_depth, paper.feature_channels) == (64, 32, 256)
+
+
+def test_depth_guided_sampling_renders_only_the_window_and_matches_a_full_window() -> None:
+    uniform = build()
+    n_test = uniform.config.ray_samples_test
+    full_window = build("model.test_sampling=depth_guided",
+                        f"model.depth_guided_window={n_test}")
+    guided = build("model.test_sampling=depth_guided", "model.depth_guided_window=3")
+    w = latents(uniform)
+    reference = render(uniform, w)
+    for key in ("image", "mask", "depth"):  # a window of every sample is the uniform render
+        torch.testing.assert_close(render(full_window, w)[key], reference[key])
+    narrow = render(guided, w)
+    assert not torch.allclose(narrow["depth"], reference["depth"])  # fewer samples: different
+    # the window sits on the surface: depths agree to a few sample spacings
+    spacing = 2.0 / n_test  # (FAR - NEAR) / N head units
+    assert (narrow["depth"] - reference["depth"]).abs().mean() < 3 * spacing
+    guided.train()  # training always samples the whole ray
+    assert not guided.uses_depth_guided_sampling(iteration=None)
+    guided.eval()
+    assert not guided.uses_depth_guided_sampling(iteration=0)  # warm-up: uniform mask weights
+    assert guided.uses_depth_guided_sampling(iteration=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,40 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path}: cannot read checkpoint ({type(error).__name__}: {error}); delete it to "
             "resume from the previous one, or start a new --run-dir"
         ) from None
+
+
+@dataclass
+class LoadedGenerator:
+    """The EMA generator of a run's snapshot, in eval mode, with what produced it."""
+
+    generator: torch.nn.Module
+    config: Any  # harness.config.ExperimentConfig of the run
+    iteration: int
+    path: Path
+
+
+def load_generator(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    snapshot: str | Path | None = None,
+) -> LoadedGenerator:
+    """Build the run's model from its snapshot (default: the newest) and load G_ema.
+
+    A UserError names a run directory without snapshots or an unreadable snapshot.
+    """
+    from harness.config import resolve_config
+    from models.registry import get_model
+
+    run_dir = Path(run_dir)
+    path = Path(snapshot) if snapshot is not None else latest_snapshot(run_dir)
+    if path is None or not path.is_file():
+        raise UserError(
+            f"{run_dir}: no network snapshot in {checkpoint_dir(run_dir)}; train the run first "
+            "(python -m harness.train --run-dir RUN_DIR) or pass a snapshot path"
+        )
+    state = load_checkpoint(path, map_location=device)
+    config = resolve_config(state["config"], file_name=str(path))
+    generator = get_model(config.model.name).build_generator(config.model)
+    generator.load_state_dict(state["generator_ema"])
+    generator.to(device).eval().requires_grad_(False)
+    return LoadedGenerator(generator, config, int(state["iteration"]), path)

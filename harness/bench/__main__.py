@@ -1,0 +1,137 @@
+"""Benchmarks: `python -m harness.bench [renderer|depth-guided|train|eval|models|all]`.
+
+Each section measures its contenders side by side in this one run and prints ratios with
+the targets they are held to; `--json OUT` writes every figure (flat dotted keys such as
+`renderer.time_ratio`) so progress can be tracked across commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.cli import make_parser, run_main
+from harness.errors import UserError
+from harness.io import atomic_write_json
+
+SECTIONS = ("renderer", "depth-guided", "train", "eval", "models")
+# key -> (comparison, target): what each headline figure is held to
+TARGETS: dict[str, tuple[str, float]] = {
+    "renderer.memory_ratio": (">=", 10.0),
+    "renderer.time_ratio": (">=", 2.0),
+    "renderer.matmul_fraction": (">=", 0.25),
+    "train.paper_step_peak_gb": ("<=", 12.0),
+    "depth_guided.speedup": (">=", 3.0),
+    "depth_guided.psnr_db": (">=", 35.0),
+    "eval.overhead": ("<=", 0.15),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of `python -m harness.bench`."""
+    parser = make_parser("python -m harness.bench", __doc__.split("\n\n")[0])
+    parser.add_argument("section", nargs="?", default="all", choices=(*SECTIONS, "all"))
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--run-dir", type=Path,
+                        help="a trained 3dssgan run for depth-guided and eval (default: an "
+                             "untrained cpu-preset model)")
+    parser.add_argument("--max-memory-gb", type=float, default=12.0,
+                        help="skip reference renderer cases estimated above this (GiB)")
+    parser.add_argument("--skip-paper", action="store_true",
+                        help="leave out the paper-scale training steps (minutes, ~16 GB)")
+    return parser
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in values.items() if isinstance(v, int | float | str)}
+
+
+def _verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return ""
+    op, target = TARGETS[key]
+    met = value >= target if op == ">=" else value <= target
+    return f"target {op} {target:g}: {'met' if met else 'NOT met'}"
+
+
+def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    print(f"\n## {title}")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def run_renderer(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from harness.bench.renderer import bench_renderer
+
+    result = bench_renderer(device, repeats=args.repeats, max_memory_gb=args.max_memory_gb)
+    _print_rows("renderer: fast vs reference lifting, forward + backward, paper shapes",
+                result.pop("rows"))
+    return _flat("renderer", result)
+
+
+def run_depth_guided(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from harness.bench.depth_guided import bench_depth_guided
+
+    result = bench_depth_guided(device, run_dir=args.run_dir, repeats=args.repeats)
+    _print_rows("depth-guided vs uniform test-time sampling", [result])
+    return _flat("depth_guided", result)
+
+
+def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from harness.bench.training import bench_cpu_preset, bench_paper_step
+
+    cpu = bench_cpu_preset(device)
+    _print_rows("cpu preset: where the time goes (self CPU time)", cpu.pop("profile"))
+    figures = _flat("train", {"cpu_it_per_s": cpu["it_per_s"]})
+    if not args.skip_paper:
+        paper = bench_paper_step(device)
+        _print_rows("paper-scale training step", [paper])
+        figures.update(_flat("train", {"paper_step_s": paper["step_s"],
+                                       "paper_step_peak_gb": paper["peak_gb"]}))
+    return figures
+
+
+def run_eval(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    raise UserError("harness.bench eval: not implemented yet (needs harness.evaluate)")
+
+
+def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    raise UserError("harness.bench models: not implemented yet (needs the baselines)")
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, torch.device], dict[str, Any]]] = {
+    "renderer": run_renderer, "depth-guided": run_depth_guided, "train": run_train,
+    "eval": run_eval, "models": run_models,
+}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen sections, print their tables and the headline figures vs targets."""
+    from harness.training.loop import resolve_device
+
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        raise UserError(f"--run-dir {args.run_dir}: no such directory; pass a trained run")
+    device = resolve_device(args.device)
+    figures: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads()}
+    for section in SECTIONS if args.section == "all" else (args.section,):
+        figures.update(RUNNERS[section](args, device))
+    print("\n## headline figures")
+    for key, value in figures.items():
+        is_number = isinstance(value, float)
+        shown = f"{value:.4g}" if is_number else str(value)
+        print(f"{key:32s} {shown:>12s}  {_verdict(key, value) if is_number else ''}")
+    if args.json:
+        atomic_write_json(args.json, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, build_parser()))

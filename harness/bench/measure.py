@@ -1,0 +1,94 @@
+"""Timing and peak-memory measurement shared by the benchmarks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+GIB = 1024**3
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock times are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(run: Callable[[], Any], repeats: int, device: torch.device,
+                   warmup: int = 1) -> float:
+    """Median wall-clock seconds of `run()` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        run()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved_medians(runs: dict[str, Callable[[], Any]], repeats: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median seconds of each run, timed in alternation so machine noise hits all alike."""
+    for run in runs.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            run()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process (Linux)."""
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_child(setup: Callable[..., Callable[[], Any]], kwargs: dict[str, Any]) -> int:
+    """In a fresh process: build the case, then run it; bytes of peak RSS above the baseline."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run = setup(**kwargs)
+    baseline = max(_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    run()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+
+
+def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.device,
+                      **kwargs: Any) -> int:
+    """Peak memory one call of the case needs beyond its inputs.
+
+    `setup(**kwargs)` (a module-level function) builds inputs and returns the call. On CUDA:
+    torch's peak allocated bytes in this process. On CPU: peak resident memory above the
+    baseline, in a fresh spawned process so earlier cases leave no trace.
+    """
+    if device.type == "cuda":
+        run = setup(**kwargs)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(_peak_child, (setup, kwargs))
+
+
+def matmul_flops_per_second(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """This machine's dense float32 matrix-multiply throughput (FLOP/s), median of repeats."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = median_seconds(lambda: a @ b, repeats, device)
+    return 2 * size**3 / seconds

@@ -1,0 +1,130 @@
+"""Renderer benchmark: 3D-SSGAN's fast lifted-volume renderer against the reference path.
+
+At the paper's shapes (K=13 parts, C=256, 64x64x32 volumes, 64x64 rays; 12 samples per ray in
+training, 36 at test time; batch 1 and 4), forward + backward: time ratio and peak-memory
+ratio (reference / fast), and the fast path's floating-point throughput as a fraction of this
+machine's dense matrix multiply, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.bench.measure import (
+    GIB,
+    interleaved_medians,
+    matmul_flops_per_second,
+    peak_memory_bytes,
+)
+from models.camera import intrinsics, look_at_origin, pixel_rays
+from models.lifting import LiftingConfig, render_lifted
+from models.rendering import ray_depths, ray_points
+
+
+@dataclass(frozen=True)
+class RendererShape:
+    """Shapes of one renderer case (paper defaults)."""
+
+    batch: int = 1
+    samples: int = 12  # N per ray
+    parts: int = 13  # K
+    channels: int = 256  # C
+    depth: int = 32  # D
+    size: int = 64  # H = W, and rays per side
+
+    @property
+    def entries(self) -> int:
+        """Non-zeros of the fast path's sparse (rays x K*H*W) matrix: B * rays * N * 4 * K."""
+        return self.batch * self.size**2 * self.samples * 4 * self.parts
+
+    def fast_flops(self) -> float:
+        """Minimal floating-point operations of the fast path's forward + backward.
+
+        The rendered feature is sum over (sample, xy-corner, part) of a coefficient times a
+        C-vector of the 2D feature map (trilinear sampling of psi_k f_k^2d with its z-corners
+        folded into the coefficient, Eqs. 4-8): E*C multiply-adds for E = B*rays*N*4*K
+        entries. The backward pass needs the same count twice (the gradient of the feature
+        table, S^T G, and of the coefficients, <G[row], F[col]>). Lower-order terms (E
+        coefficients, densities, weights) are left out, so this undercounts slightly.
+        """
+        return 2.0 * 3 * self.entries * self.channels
+
+    def reference_bytes_estimate(self) -> float:
+        """The reference path's peak bytes from its docstring formula (float32)."""
+        k, c, d, hw = self.parts, self.channels, self.depth, self.size**2
+        rays_terms = 3 * hw * self.samples * (c + k)
+        return 4.0 * self.batch * (2 * k * c * d * hw + 2 * c * d * hw + 3 * k * d * hw
+                                   + rays_terms)
+
+
+def renderer_case(path: str, shape: RendererShape, seed: int = 0,
+                  device: str = "cpu") -> Callable[[], Any]:
+    """Inputs at `shape` and a call rendering them along frontal rays, forward + backward."""
+    gen = torch.Generator().manual_seed(seed)
+    b, k, c, s = shape.batch, shape.parts, shape.channels, shape.size
+    f2d = torch.randn(b, k, c, s, s, generator=gen).to(device).requires_grad_(True)
+    sigma2d = torch.rand(b, k, s, s, generator=gen).to(device).requires_grad_(True)
+    d_hat = ((shape.depth - 1) * torch.rand(b, k, s, s, generator=gen)).to(device)
+    d_hat.requires_grad_(True)
+    angles = torch.tensor([[math.pi / 2, math.pi / 2]]).expand(b, 2)
+    origins, directions = pixel_rays(look_at_origin(angles).to(device),
+                                     intrinsics().expand(b, 3, 3).to(device), s)
+    t = ray_depths(b, s * s, shape.samples, stratified=True, generator=gen).to(device)
+    points = ray_points(origins, directions, t)
+    lifting = LiftingConfig()
+
+    def run() -> None:
+        out = render_lifted(f2d, sigma2d, d_hat, shape.depth, points, t, lifting=lifting,
+                            path=path)
+        (out.feature.square().mean() + out.mask_logits.mean() + out.depth.mean()).backward()
+        for tensor in (f2d, sigma2d, d_hat):
+            tensor.grad = None
+
+    return run
+
+
+def bench_renderer(device: torch.device, repeats: int = 3,
+                   batches: tuple[int, ...] = (1, 4), samples: tuple[int, ...] = (12, 36),
+                   max_memory_gb: float = 12.0) -> dict[str, Any]:
+    """Time and memory of both paths per shape; the reference is skipped where its estimated
+    peak exceeds `max_memory_gb` (the row says so)."""
+    matmul = matmul_flops_per_second(device)
+    rows = []
+    for batch in batches:
+        for n in samples:
+            shape = RendererShape(batch=batch, samples=n)
+            estimate = shape.reference_bytes_estimate() / GIB
+            with_reference = estimate <= max_memory_gb
+            runs = {"fast": renderer_case("fast", shape, device=str(device))}
+            if with_reference:
+                runs["reference"] = renderer_case("reference", shape, device=str(device))
+            seconds = interleaved_medians(runs, repeats, device)
+            row: dict[str, Any] = {
+                "batch": batch, "samples": n, "fast_s": seconds["fast"],
+                "fast_gib": peak_memory_bytes(renderer_case, device, path="fast", shape=shape)
+                / GIB,
+                "matmul_fraction": shape.fast_flops() / seconds["fast"] / matmul,
+                "reference_estimate_gib": estimate,
+            }
+            if with_reference:
+                row["reference_s"] = seconds["reference"]
+                row["reference_gib"] = peak_memory_bytes(
+                    renderer_case, device, path="reference", shape=shape) / GIB
+                row["time_ratio"] = row["reference_s"] / row["fast_s"]
+                row["memory_ratio"] = (row["reference_gib"] / row["fast_gib"]
+                                       if row["fast_gib"] > 0 else float("nan"))
+            rows.append(row)
+    measured = [row for row in rows if "time_ratio" in row]
+    return {
+        "rows": rows,
+        "matmul_gflops": matmul / 1e9,
+        # headline figures: the worst case over the shapes where both paths ran
+        "time_ratio": min((r["time_ratio"] for r in measured), default=float("nan")),
+        "memory_ratio": min((r["memory_ratio"] for r in measured), default=float("nan")),
+        "matmul_fraction": min(r["matmul_fraction"] for r in rows),
+    }

@@ -1,0 +1,75 @@
+"""Benchmarks: the measurements run at tiny shapes, and their command fails cleanly."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import torch
+
+from harness.bench.depth_guided import bench_depth_guided, mask_miou, psnr_db
+from harness.bench.measure import peak_memory_bytes
+from harness.bench.renderer import RendererShape, bench_renderer, renderer_case
+
+CPU = torch.device("cpu")
+TINY = RendererShape(batch=1, samples=6, parts=3, channels=8, depth=8, size=8)
+
+
+def test_renderer_case_runs_both_paths_and_counts_flops() -> None:
+    for path in ("fast", "reference"):
+        renderer_case(path, TINY)()
+    assert TINY.entries == 1 * 64 * 6 * 4 * 3
+    assert TINY.fast_flops() == 6 * TINY.entries * 8
+    # the reference path's estimate grows with the volume, the fast path's work does not
+    deeper = RendererShape(batch=1, samples=6, parts=3, channels=8, depth=64, size=8)
+    assert deeper.reference_bytes_estimate() > 4 * TINY.reference_bytes_estimate()
+    assert deeper.fast_flops() == TINY.fast_flops()
+
+
+def test_peak_memory_of_a_child_process_sees_a_big_allocation() -> None:
+    small = peak_memory_bytes(_allocate, CPU, megabytes=1)
+    big = peak_memory_bytes(_allocate, CPU, megabytes=400)
+    assert big - small > 300 * 2**20
+
+
+def _allocate(megabytes: int):
+    def run() -> None:
+        block = torch.ones(megabytes * 2**18)  # float32: 4 bytes each
+        assert block.sum() > 0
+
+    return run
+
+
+def test_bench_renderer_reports_ratios_and_skips_the_reference_above_the_limit() -> None:
+    result = bench_renderer(CPU, repeats=1, batches=(1,), samples=(6,), max_memory_gb=100)
+    assert math.isfinite(result["time_ratio"]) and "memory_ratio" in result["rows"][0]
+    assert 0 < result["matmul_fraction"] < 1
+    skipped = bench_renderer(CPU, repeats=1, batches=(1,), samples=(6,), max_memory_gb=0.01)
+    assert "reference_s" not in skipped["rows"][0] and math.isnan(skipped["time_ratio"])
+
+
+def test_psnr_and_miou_on_known_inputs() -> None:
+    a = torch.zeros(1, 3, 4, 4)
+    assert psnr_db(a, a) == math.inf
+    assert abs(psnr_db(a, a + 0.2) - 20.0) < 1e-4  # MSE 0.01 on [0, 1]
+    mask = torch.zeros(1, 2, 2, 2)
+    mask[:, 0, 0] = 1  # top row class 0, bottom row class 1
+    mask[:, 1, 1] = 1
+    shifted = torch.zeros_like(mask)
+    shifted[:, 0] = 1  # everything class 0
+    assert mask_miou(mask, mask) == 1.0
+    assert abs(mask_miou(mask, shifted) - (0.5 + 0.0) / 2) < 1e-9
+
+
+def test_depth_guided_bench_agrees_with_itself_when_the_window_is_the_whole_ray() -> None:
+    result = bench_depth_guided(CPU, preset="smoke", count=2, repeats=1, uniform_samples=8,
+                                window=8)
+    assert result["psnr_db"] > 60 and result["mask_miou"] == 1.0
+
+
+def test_bench_command_rejects_a_missing_run_dir_in_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "harness.bench", "depth-guided", "--run-dir",
+                             "/nonexistent/run"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "/nonexistent/run" in result.stderr
