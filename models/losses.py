@@ -17,7 +17,17 @@ from torch import nn
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """D loss: E[softplus(-D(x))] + E[softplus(D(G(z)))] (StyleGAN2, non-saturating)."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    return d_loss_real(real_logits) + d_loss_fake(fake_logits)
+
+
+def d_loss_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """The real half of `d_logistic_loss`: E[softplus(-D(x))]."""
+    return F.softplus(-real_logits).mean()
+
+
+def d_loss_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The fake half of `d_logistic_loss`: E[softplus(D(G(z)))]."""
+    return F.softplus(fake_logits).mean()
 
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,11 @@ from models.blocks import (
     StyledConv,
     ToRGB,
     Upsample,
+    bias_leaky_relu,
+    bias_leaky_relu_reference,
     channels_at,
+    make_blur_kernel,
+    upfirdn2d,
 )
 from models.discriminator import DualBranchDiscriminator
 from models.local_generator import LocalGenerators
@@ -215,3 +219,30 @@ def test_discriminator_gradient_reaches_both_branches(resolution: int, merge: in
 def test_discriminator_rejects_small_resolution() -> None:
     with pytest.raises(ValueError, match=">= 8"):
         DualBranchDiscriminator(4, K)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fused_bias_leaky_relu_equals_the_reference_to_second_order(with_bias: bool) -> None:
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True) if with_bias else None
+    inputs = (x, bias) if with_bias else (x,)
+    torch.testing.assert_close(bias_leaky_relu(x, bias), bias_leaky_relu_reference(x, bias))
+    assert torch.autograd.gradcheck(lambda *a: bias_leaky_relu(*a), inputs)
+    assert torch.autograd.gradgradcheck(lambda *a: bias_leaky_relu(*a), inputs)
+    # R1-style: the gradient of a squared input-gradient norm matches the reference
+    weight = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    grads = []
+    for activation in (bias_leaky_relu, bias_leaky_relu_reference):
+        (g,) = torch.autograd.grad((activation(x * x, bias) * weight).sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(g.square().sum(), x))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_upfirdn2d_symmetric_padding_equals_explicit_padding() -> None:
+    x = torch.randn(2, 3, 9, 9)
+    kernel = make_blur_kernel()
+    for pad, down in (((1, 1), 2), ((2, 2), 1), ((0, 0), 2)):
+        explicit = F.conv2d(F.pad(x, [*pad, *pad]),
+                            kernel.flip([0, 1])[None, None].expand(3, 1, 4, 4), stride=down,
+                            groups=3)
+        torch.testing.assert_close(upfirdn2d(x, kernel, down=down, pad=pad), explicit)

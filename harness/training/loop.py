@@ -41,7 +41,8 @@ from harness.training.distributed import (
 from harness.training.samples import save_sample_grid
 from models.camera import CameraPrior, intrinsics, look_at_origin
 from models.losses import (
-    d_logistic_loss,
+    d_loss_fake,
+    d_loss_real,
     ema_update,
     g_nonsaturating_loss,
     mask_consistency_loss,
@@ -55,9 +56,9 @@ CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 FAILURE_FILE = "failure.json"
-# Config keys a resumed run may change: training longer, or logging elsewhere.
+# Config keys a resumed run may change: training longer, logging elsewhere, evaluation.
 RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.log_every",
-                     "train.sample_every", "train.device", "tracking.")
+                     "train.sample_every", "train.device", "tracking.", "evaluate.")
 
 
 @dataclass
@@ -270,11 +271,15 @@ def training_loop(
             w = generator.sample_latents(local_batch, generator=rng_fake)
             fake = generator(w, *sample_cameras(local_batch, rng_fake, device),
                              iteration=iteration)
-        d_loss = d_logistic_loss(discriminator(real_image, real_mask),
-                                 discriminator(fake["image"], fake["mask"]))
+        # The two halves of the logistic loss backward one at a time: the same gradient as
+        # backward of their sum, with one discriminator graph in memory instead of two.
         d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        losses = {"d_loss": d_loss.detach()}
+        d_fake = d_loss_fake(discriminator(fake["image"], fake["mask"]))
+        d_fake.backward()
+        del fake
+        d_real = d_loss_real(discriminator(real_image, real_mask))
+        d_real.backward()
+        losses = {"d_loss": (d_real + d_fake).detach()}
         if iteration % train.d_reg_every == 0:
             real_image.requires_grad_(True)
             real_mask.requires_grad_(True)
