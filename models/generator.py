@@ -3,7 +3,8 @@
 Latents are W+ codes laid out in slots (paper Eq. 1): slot 0 is the shared base code
 W^base; for part k (0-based class id) slot 1 + 2k is its shape code W_s^k and slot 2 + 2k its
 texture code W_t^k. A part edit is therefore a swap of slots. A holistic model keeps the same
-tensor layout for its own codes and overrides `edit_part` with its own editing method.
+tensor layout for its own codes: it overrides `sample_latents` and `slots_of` (which slots an
+edit of a part replaces), and its `forward` gives the slots their meaning (see models.ide3d).
 
 `forward(w, cam2world, intrinsics, ...)` returns a dict of tensors:
     image        (B, 3, R, R)  high-resolution image in [-1, 1]
@@ -62,12 +63,19 @@ class PartGenerator(nn.Module):
             w = self.mapping.w_avg.lerp(w, truncation)
         return w
 
+    def slots_of(self, part: int, what: str = "both") -> list[int]:
+        """Slots that an edit of part `part`'s shape and/or texture replaces.
+
+        The slot layout above; a holistic model overrides this with where its codes live.
+        """
+        return part_slots(part, what)
+
     def edit_part(
         self, w: torch.Tensor, part: int, w_new: torch.Tensor, what: str = "both"
     ) -> torch.Tensor:
         """Latents `w` with part `part`'s shape and/or texture code taken from `w_new`."""
         edited = w.clone()
-        slots = part_slots(part, what)
+        slots = self.slots_of(part, what)
         edited[:, slots] = w_new[:, slots]
         return edited
 
@@ -86,6 +94,6 @@ class PartGenerator(nn.Module):
         if parts is None:
             return torch.lerp(w_a, w_b, t)
         out = w_a.clone()
-        slots = [slot for part in parts for slot in part_slots(part, what)]
+        slots = sorted({slot for part in parts for slot in self.slots_of(part, what)})
         out[:, slots] = torch.lerp(w_a[:, slots], w_b[:, slots], t)
         return out

@@ -39,7 +39,12 @@ def is_power_of_two(n: int) -> bool:
 
 
 class RenderBlock(nn.Module):
-    """Two unmodulated 3x3 convs (the first optionally upsampling) + image and mask skips."""
+    """Two 3x3 convs (the first optionally upsampling) + image and mask skips.
+
+    Unmodulated (SSGAN's render net) by default; with `style_dim` every conv and skip is
+    modulated by a style, which makes it a StyleGAN2 synthesis block (the tri-plane generator
+    of `models.triplane` uses it so). `mask_channels=0` drops the mask skip.
+    """
 
     def __init__(
         self,
@@ -49,12 +54,13 @@ class RenderBlock(nn.Module):
         image_channels: int,
         mask_channels: int,
         upsample: bool,
+        style_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self.conv0 = StyledConv(in_channels, out_channels, 3, None, upsample=upsample)
-        self.conv1 = StyledConv(out_channels, out_channels, 3, None)
-        self.to_image = ToRGB(out_channels, image_channels, None)
-        self.to_mask = ToRGB(out_channels, mask_channels, None)
+        self.conv0 = StyledConv(in_channels, out_channels, 3, style_dim, upsample=upsample)
+        self.conv1 = StyledConv(out_channels, out_channels, 3, style_dim)
+        self.to_image = ToRGB(out_channels, image_channels, style_dim)
+        self.to_mask = ToRGB(out_channels, mask_channels, style_dim) if mask_channels else None
         # Fixed noise for deterministic renders (SSGAN's `noises` buffers).
         self.register_buffer("noise0", torch.randn(1, 1, resolution, resolution))
         self.register_buffer("noise1", torch.randn(1, 1, resolution, resolution))
@@ -65,11 +71,14 @@ class RenderBlock(nn.Module):
         image: torch.Tensor | None,
         mask: torch.Tensor | None,
         randomize_noise: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, in, s or s/2, ...), skips at s/2 or None -> x (B, out, s, s), skips at s."""
-        x = self.conv0(x, noise=None if randomize_noise else self.noise0)
-        x = self.conv1(x, noise=None if randomize_noise else self.noise1)
-        return x, self.to_image(x, skip=image), self.to_mask(x, skip=mask)
+        style: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x (B, in, s or s/2, ...), skips at s/2 or None, style (B, style_dim) if modulated
+        -> x (B, out, s, s), skips at s (the mask skip is None without a mask branch)."""
+        x = self.conv0(x, style, noise=None if randomize_noise else self.noise0)
+        x = self.conv1(x, style, noise=None if randomize_noise else self.noise1)
+        mask = None if self.to_mask is None else self.to_mask(x, style, skip=mask)
+        return x, self.to_image(x, style, skip=image), mask
 
 
 class RenderNet(nn.Module):

@@ -109,3 +109,14 @@ def window_depths(t: torch.Tensor, centre: torch.Tensor, count: int) -> torch.Te
     start = (nearest - (count - 1) // 2).clamp(0, samples - count)  # (B, rays)
     index = start[..., None] + torch.arange(count, device=t.device)  # (B, rays, count)
     return t.gather(-1, index)
+
+
+def render_map(w: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, size, size) map of rendered values (Eq. 4) for size*size row-major pixel rays.
+
+    w (B, rays, N) NeRF weights; values (B, rays * N, C) at the samples, ray by ray (the
+    layout of `ray_points(...).reshape(B, -1, 3)`).
+    """
+    batch, rays, samples = w.shape
+    rendered = accumulate(w, values.view(batch, rays, samples, -1))  # (B, rays, C)
+    return rendered.transpose(1, 2).reshape(batch, -1, size, size)

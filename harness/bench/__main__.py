@@ -104,7 +104,17 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 
 
 def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    raise UserError("harness.bench models: not implemented yet (needs the baselines)")
+    from harness.bench.models import bench_models
+
+    presets = ("cpu",) if args.skip_paper else ("cpu", "paper")
+    table = bench_models(presets=presets, repeats=args.repeats, device=str(device))
+    _print_rows("models side by side (training step, inference, peak memory)",
+                table.to_dict("records"))
+    figures: dict[str, Any] = {}
+    for row in table.to_dict("records"):
+        for column in ("train_step_s", "images_per_s", "peak_memory_mb"):
+            figures[f"models.{row['model']}.{row['preset']}.{column}"] = row[column]
+    return figures
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace, torch.device], dict[str, Any]]] = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -51,19 +50,25 @@ def interleaved_medians(runs: dict[str, Callable[[], Any]], repeats: int,
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _rss_bytes() -> int:
-    """Current resident set size of this process (Linux)."""
-    with open("/proc/self/statm") as file:
-        return int(file.read().split()[1]) * resource.getpagesize()
+def status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes (Linux).
+
+    VmHWM is this process's own peak; `ru_maxrss` is not used, as a spawned child can report
+    its parent's peak there.
+    """
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _peak_child(setup: Callable[..., Callable[[], Any]], kwargs: dict[str, Any]) -> int:
     """In a fresh process: build the case, then run it; bytes of peak RSS above the baseline."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     run = setup(**kwargs)
-    baseline = max(_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    baseline = status_bytes("VmHWM")
     run()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return status_bytes("VmHWM") - baseline
 
 
 def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.device,

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import resource
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.bench.measure import GIB
+from harness.bench.measure import GIB, status_bytes
 from harness.config import load_config
 from harness.training.loop import training_loop
 
@@ -24,7 +23,7 @@ def _train_in_child(preset: str, run_dir: str, overrides: list[str]) -> dict[str
     config = load_config(None, preset, overrides)
     training_loop(config, run_dir, progress=False)
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"peak_rss_bytes": status_bytes("VmHWM"),
             "last": json.loads(lines[-1])}
 
 

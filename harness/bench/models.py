@@ -1,0 +1,225 @@
+"""Cost of the zoo's models side by side: training step time, inference speed, peak memory.
+
+`bench_models(presets)` builds every registered model (or the `models` given) at each preset
+and measures, per (model, preset):
+
+    train_step_s    median wall time of one training step at the preset's batch size: the
+                    discriminator step and the generator step of the shared loop (mask
+                    consistency and the model's regularisers included) and the EMA update,
+                    without data loading and without the lazy R1 step (1 in `d_reg_every`);
+                    random real pairs stand in for the data
+    images_per_s    generator inference (eval mode, no grad, frontal camera) at the same batch
+    peak_memory_mb  memory of building the networks and taking one training step, in a
+                    fresh process per model: CPU: peak resident set size (`VmHWM`) above
+                    the process's size after its imports; CUDA: the peak allocated bytes
+
+The cpu-scale rows time all models in this process, alternating between them over `repeats`
+rounds (harness.bench.measure.interleaved_medians), so the load of a shared machine falls on
+every model alike; their memory comes from a fresh process per model. A paper row is one
+paper-scale step per model in its own subprocess (timed on the second step on CUDA, the first
+on CPU): it is heavy (3D-SSGAN's paper step takes minutes and ~16 GB on a CPU), so leave
+"paper" out of `presets` to skip it. A subprocess that fails, is killed (out of memory) or
+passes `process_timeout_s` gives a row with `error` set.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing
+import queue
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.bench.measure import interleaved_medians, median_seconds, status_bytes, sync
+from harness.config import ExperimentConfig, load_config
+from harness.training.loop import resolve_device, sample_cameras
+from models.camera import PITCH_MEAN, YAW_MEAN, intrinsics, look_at_origin
+from models.losses import (
+    d_loss_fake,
+    d_loss_real,
+    ema_update,
+    g_nonsaturating_loss,
+    mask_consistency_loss,
+)
+from models.registry import get_model, model_names
+
+log = logging.getLogger(__name__)
+COLUMNS = ("model", "preset", "device", "batch_size", "train_step_s", "images_per_s",
+           "peak_memory_mb", "generator_params_m", "discriminator_params_m", "error")
+MB = 2**20
+
+
+@dataclass
+class Setup:
+    """One model ready to train: networks, optimisers, a random real batch."""
+
+    config: ExperimentConfig
+    generator: nn.Module
+    generator_ema: nn.Module
+    discriminator: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    real_image: torch.Tensor  # (B, 3, R, R) in [-1, 1]
+    real_mask: torch.Tensor  # (B, K, R, R) one-hot in {-1, 1}
+    device: torch.device
+    rng: torch.Generator  # latents and cameras
+
+
+def setup(name: str, preset: str, device: torch.device) -> Setup:
+    """Build `name` at `preset` with the shared loop's optimisers and a random real batch."""
+    config = load_config(None, preset, [f"model.name={name}"])
+    spec, train, model = get_model(name), config.train, config.model
+    torch.manual_seed(train.seed)
+    generator = spec.build_generator(model).to(device).train()
+    discriminator = spec.build_discriminator(model).to(device)
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    ratio = train.d_reg_every / (train.d_reg_every + 1)  # lazy regularisation, as the loop
+    g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=train.lr * ratio,
+                             betas=(train.beta1**ratio, train.beta2**ratio))
+    batch, size = train.batch_size, model.resolution
+    labels = torch.randint(model.num_parts, (batch, size, size))
+    real_mask = 2 * F.one_hot(labels, model.num_parts).permute(0, 3, 1, 2).float() - 1
+    return Setup(config, generator, generator_ema, discriminator, g_opt, d_opt,
+                 (torch.rand(batch, 3, size, size) * 2 - 1).to(device), real_mask.to(device),
+                 device, torch.Generator().manual_seed(train.seed))
+
+
+def train_step(s: Setup) -> None:
+    """One step of the shared loop (harness.training.loop) without data loading and R1."""
+    batch, train = s.config.train.batch_size, s.config.train
+    s.discriminator.requires_grad_(True)
+    with torch.no_grad():
+        w = s.generator.sample_latents(batch, generator=s.rng)
+        fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
+    s.d_opt.zero_grad(set_to_none=True)
+    d_loss_fake(s.discriminator(fake["image"], fake["mask"])).backward()
+    del fake
+    d_loss_real(s.discriminator(s.real_image, s.real_mask)).backward()
+    s.d_opt.step()
+    s.discriminator.requires_grad_(False)
+    w = s.generator.sample_latents(batch, generator=s.rng)
+    fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
+    extra = s.generator.regularizers(fake) if hasattr(s.generator, "regularizers") else {}
+    g_loss = (g_nonsaturating_loss(s.discriminator(fake["image"], fake["mask"]))
+              + train.mask_consistency_weight * mask_consistency_loss(fake["mask_coarse"],
+                                                                      fake["mask"])
+              + sum(extra.values()))
+    s.g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    s.g_opt.step()
+    ema_update(s.generator_ema, s.generator, 0.999)
+
+
+def inference(s: Setup) -> Callable[[], Any]:
+    """A call that renders one batch with the EMA generator at the frontal camera."""
+    batch = s.config.train.batch_size
+    angles = torch.tensor([[YAW_MEAN, PITCH_MEAN]]).expand(batch, 2)
+    cam2world = look_at_origin(angles).to(s.device)
+    intrinsic = intrinsics().to(s.device).expand(batch, 3, 3)
+    with torch.no_grad():
+        w = s.generator_ema.sample_latents(batch, generator=s.rng)
+
+    @torch.no_grad()
+    def run() -> Any:
+        return s.generator_ema(w, cam2world, intrinsic)
+
+    return run
+
+
+def _row(s: Setup, name: str, preset: str) -> dict[str, Any]:
+    def millions(module: nn.Module) -> float:
+        return sum(p.numel() for p in module.parameters()) / 1e6
+
+    return {"model": name, "preset": preset, "device": s.device.type,
+            "batch_size": s.config.train.batch_size,
+            "generator_params_m": millions(s.generator),
+            "discriminator_params_m": millions(s.discriminator), "error": None}
+
+
+def _fresh_child(name: str, preset: str, device_name: str, results: multiprocessing.Queue
+                 ) -> None:
+    """Subprocess body of a fresh-process row: build, one step (two on CUDA), memory,
+    inference."""
+    try:
+        device = torch.device(device_name)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        before = status_bytes("VmHWM")  # after the imports
+        s = setup(name, preset, device)
+        step = median_seconds(lambda: train_step(s), repeats=1, device=device,
+                              warmup=int(device.type == "cuda"))
+        if device.type == "cuda":
+            memory = torch.cuda.max_memory_allocated(device)
+        else:  # this process is fresh: its peak above the imports is the model's
+            memory = status_bytes("VmHWM") - before
+        images = s.config.train.batch_size / median_seconds(inference(s), 1, device, warmup=0)
+        results.put({**_row(s, name, preset), "train_step_s": step, "images_per_s": images,
+                     "peak_memory_mb": memory / MB})
+    except Exception as error:  # reported in the row; the parent carries on with the others
+        results.put({"model": name, "preset": preset, "device": device_name,
+                     "error": f"{type(error).__name__}: {error}".splitlines()[0],
+                     "traceback": traceback.format_exc()})
+
+
+def fresh_process_row(name: str, preset: str, device: torch.device, timeout_s: float
+                      ) -> dict[str, Any]:
+    """One row measured in a fresh process (the paper rows); `error` says why if it fails."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_fresh_child, args=(name, preset, str(device), results))
+    process.start()
+    try:
+        row = results.get(timeout=timeout_s)
+    except queue.Empty:
+        process.join(timeout=1)
+        row = {"model": name, "preset": preset, "device": device.type,
+               "error": f"no result within {timeout_s:.0f} s (exit code {process.exitcode}; "
+                        "a negative code means killed, e.g. out of memory)"}
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+    if row.get("error"):
+        log.warning("%s at the %s preset: %s", name, preset, row["error"])
+        log.debug("%s", row.get("traceback", ""))
+    row.pop("traceback", None)
+    return row
+
+
+def bench_models(
+    presets: Sequence[str] = ("cpu", "paper"),  # a "paper" row is heavy: one step per model
+    models: Sequence[str] | None = None,  # registry names; None = every registered model
+    repeats: int = 5,  # timed rounds of the cpu-scale rows (after one warm-up round)
+    device: str = "auto",  # "auto" (CUDA when present), "cpu", "cuda", ...
+    process_timeout_s: float = 3600.0,  # seconds one fresh process (memory, paper) may take
+) -> pd.DataFrame:
+    """One row per (model, preset) with the columns in `COLUMNS` (see the module docstring)."""
+    names = list(models) if models is not None else model_names()
+    target = resolve_device(device)
+    rows: list[dict[str, Any]] = []
+    for preset in presets:
+        if preset == "paper":
+            rows += [fresh_process_row(name, preset, target, process_timeout_s) for name in names]
+            continue
+        setups = {name: setup(name, preset, target) for name in names}
+        steps = interleaved_medians({name: (lambda s=s: train_step(s))
+                                     for name, s in setups.items()}, repeats, target)
+        renders = interleaved_medians({name: inference(s) for name, s in setups.items()},
+                                      repeats, target)
+        for name, s in setups.items():
+            fresh = fresh_process_row(name, preset, target, process_timeout_s)
+            rows.append({**_row(s, name, preset), "train_step_s": steps[name],
+                         "images_per_s": s.config.train.batch_size / renders[name],
+                         "peak_memory_mb": fresh.get("peak_memory_mb"),
+                         "error": fresh["error"]})
+        del setups
+        sync(target)
+    return pd.DataFrame(rows).reindex(columns=list(COLUMNS))
