@@ -80,14 +80,33 @@ class TrackingConfig(Schema):
     group: str | None = None  # W&B group (the sweep name for sweep trials)
 
 
+class EvalConfig(Schema):
+    """The evaluation suite (`python -m harness.evaluate`); the defaults are the papers' counts."""
+
+    cameras: Literal["prior", "dataset"] = "prior"  # FID/KID poses: camera prior or data poses
+    # FID/KID features; auto: synthface-v1 on synthetic data, inception-v3-compat on real data
+    fid_extractor: Literal["auto", "synthface-v1", "inception-v3-compat"] = "auto"
+    fid_samples: int = Field(50_000, ge=2)  # generated images for FID/KID (vs all real images)
+    kid_subset_size: int = Field(1000, ge=2)  # KID subset size, capped by both image counts
+    kid_subsets: int = Field(100, ge=1)  # KID subsets averaged
+    id_samples: int = Field(1024, ge=2)  # latents for identity consistency, two poses each
+    id_crop: float = Field(0.8, gt=0, le=1)  # ArcFace: centre crop side, fraction of the image
+    disentangle_samples: int = Field(1000, ge=1)  # latents for D_mean (3D-SSGAN Table 1)
+    edit_what: Literal["both", "shape", "texture"] = "both"  # codes a part edit replaces
+    difference_maps: int = Field(4, ge=0)  # samples whose difference maps are kept for figures
+    view_samples: int = Field(1024, ge=1)  # latents rendered at two poses for view consistency
+    batch_size: int = Field(32, ge=1)  # images per generator call
+
+
 class ExperimentConfig(Schema):
-    """One run: model, data, training and tracking settings."""
+    """One run: model, data, training, tracking and evaluation settings."""
 
     preset: Literal["smoke", "cpu", "paper"] = DEFAULT_PRESET
     model: SerializeAsAny[ModelConfig]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    evaluate: EvalConfig = EvalConfig()
 
 
 # Harness-side presets (model-side presets live with each model in models/).
@@ -96,11 +115,16 @@ HARNESS_PRESETS: dict[str, dict[str, Any]] = {
         "data": {"identities": 24, "views": 2, "flip": False},
         "train": {"iterations": 12, "batch_size": 4, "checkpoint_every": 6, "log_every": 2,
                   "sample_every": 6, "ema_kimg": 0.01},
+        "evaluate": {"fid_samples": 32, "kid_subset_size": 16, "kid_subsets": 10,
+                     "id_samples": 8, "disentangle_samples": 4, "difference_maps": 2,
+                     "view_samples": 8, "batch_size": 16},
     },
     "cpu": {
         "data": {"identities": 1000, "views": 4},
         "train": {"iterations": 600, "batch_size": 8, "checkpoint_every": 200, "log_every": 20,
                   "sample_every": 200, "ema_kimg": 0.5},
+        "evaluate": {"fid_samples": 2000, "id_samples": 256, "disentangle_samples": 50,
+                     "view_samples": 256, "batch_size": 16},
     },
     "paper": {},
 }
@@ -240,7 +264,7 @@ def resolve_config(
     `preset` (from the command line) wins over a `preset:` key in the file.
     """
     file_config = dict(file_config or {})
-    for section in ("model", "data", "train", "tracking"):
+    for section in ("model", "data", "train", "tracking", "evaluate"):
         if not isinstance(file_config.get(section, {}), dict):
             raise UserError(f"{file_name}: {section} must be a mapping of settings")
     override_tree: dict[str, Any] = {}
@@ -301,3 +325,11 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
 def flatten(tree: dict[str, Any]) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (for W&B's parallel coordinates)."""
     return _leaves(tree)
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}: dotted keys (sweep files) as a config mapping."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        _set_path(tree, key.split("."), value)
+    return tree

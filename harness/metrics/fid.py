@@ -1,0 +1,198 @@
+"""FID and KID with torch-fidelity's feature extractors and formulas, streamed and cached.
+
+Generated images (EMA generator, truncation 1, cameras from `evaluate.cameras`) go to the
+extractor as uint8 batch by batch, so 50,000 images never sit in memory at once. The real
+images' features are computed once per (extractor, resolution, dataset content) and cached at
+`<data cache>/fid-stats/<extractor>-<resolution>-<content hash>.npz` (mu, sigma and the raw
+features, which KID needs), written atomically. torch-fidelity's own cache is keyed by a name
+only and would silently reuse statistics of changed data, so it is not used.
+
+Extractors: `synthface-v1` (shipped, trained on the synthetic portraits; its FID is not an
+Inception FID and is always printed with its name) and `inception-v3-compat` (torch-fidelity's
+port of the TF Inception, comparable with published numbers; its weights are never downloaded:
+pass `--inception-weights PATH` or put the file in torch's hub cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from harness.config import ExperimentConfig
+from harness.data.loading import cache_root, prepared_dataset_dir
+from harness.data.prepared import read_meta
+from harness.errors import UserError
+from harness.io import atomic_write
+from harness.metrics.extractors.synthface import NAME as SYNTHFACE
+from harness.metrics.extractors.synthface import register_synthface
+from harness.metrics.generation import (
+    CameraSampler,
+    MetricResult,
+    batches,
+    device_of,
+    latents,
+    render,
+    streams,
+    take,
+    to_uint8,
+)
+
+log = logging.getLogger(__name__)
+
+INCEPTION = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
+EXTRACTOR_BATCH = 64  # real images per extractor call
+
+
+def default_inception_path() -> Path:
+    """Where torch-fidelity looks for the Inception weights: torch's hub checkpoint cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def inception_weights(path: str | Path | None) -> Path:
+    """The Inception weights file to use; a UserError (no download) when it is missing."""
+    found = Path(path).expanduser() if path else default_inception_path()
+    if not found.is_file():
+        raise UserError(
+            f"Inception weights not found at {found}: FID/KID need torch-fidelity's "
+            f"{INCEPTION_FILE} and this machine cannot download it; copy it to "
+            f"{default_inception_path()} or pass --inception-weights PATH"
+        )
+    return found
+
+
+def choose_extractor(
+    config: ExperimentConfig, inception_path: str | Path | None
+) -> tuple[str, Path | None]:
+    """(extractor name, weights path or None) for `evaluate.fid_extractor` and the data."""
+    name = config.evaluate.fid_extractor
+    if name == "auto":
+        name = SYNTHFACE if config.data.source == "synthetic" else INCEPTION
+    if name == INCEPTION:
+        return name, inception_weights(inception_path)
+    return name, None
+
+
+def display_name(extractor: str) -> str:
+    """How a number from `extractor` is labelled: FID (synthface-v1, not Inception) = ..."""
+    return extractor if extractor == INCEPTION else f"{extractor}, not Inception"
+
+
+class Features:
+    """A torch-fidelity feature extractor giving its FID feature for uint8 image batches."""
+
+    def __init__(self, name: str, weights: Path | None, device: torch.device):
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+        from torch_fidelity.utils import create_feature_extractor
+
+        register_synthface()
+        self.layer = FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
+        kwargs: dict[str, Any] = {"verbose": False}
+        if weights is not None:
+            kwargs["feature_extractor_weights_path"] = str(weights)
+        self.extractor = create_feature_extractor(name, [self.layer], cuda=False, **kwargs)
+        self.extractor.to(device)
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 -> (N, F) float32 features, on the CPU."""
+        with torch.inference_mode():
+            out = self.extractor(images.to(self.device))
+        return self.extractor.convert_features_tuple_to_dict(out)[self.layer].float().cpu()
+
+
+class _Images(Dataset):
+    """uint8 (3, R, R) images of a prepared dataset (every split), for torch-fidelity."""
+
+    def __init__(self, path: Path):
+        self.images = np.load(path / "images.npy", mmap_mode="r")  # (N, R, R, 3)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
+
+
+def stats_path(config: ExperimentConfig, extractor: str) -> tuple[Path, Path]:
+    """(prepared dataset dir, cache file of its real features) for `extractor`."""
+    data_dir = prepared_dataset_dir(config.data, config.model.resolution)
+    digest = read_meta(data_dir)["content_hash"]
+    name = f"{extractor}-{config.model.resolution}-{digest}.npz"
+    return data_dir, cache_root(config.data) / "fid-stats" / name
+
+
+def real_statistics(config: ExperimentConfig, features: Features, extractor: str
+                    ) -> tuple[dict[str, np.ndarray], bool]:
+    """(mu, sigma and features of every real image; whether they came from the cache)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    data_dir, path = stats_path(config, extractor)
+    if path.is_file():
+        try:
+            with np.load(path) as cached:
+                return {key: cached[key] for key in ("mu", "sigma", "features")}, True
+        except (OSError, ValueError, KeyError):
+            log.warning("%s: unreadable FID statistics, computing them again", path)
+    log.info("computing real-image %s features of %s (cached in %s)", extractor, data_dir, path)
+    featuresdict = get_featuresdict_from_dataset(
+        _Images(data_dir), features.extractor, EXTRACTOR_BATCH, features.device.type == "cuda",
+        save_cpu_ram=True, verbose=False,
+    )
+    real = featuresdict[features.layer].float().cpu()
+    stats = {**fid_features_to_statistics(real.double()), "features": real.numpy()}
+    atomic_write(path, lambda file: np.savez(file, **stats))
+    return stats, False
+
+
+def fid_kid(generated: torch.Tensor, real: dict[str, np.ndarray], subsets: int,
+            subset_size: int, seed: int) -> dict[str, float]:
+    """FID and KID (mean, std over subsets) between generated features and real statistics."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    fid = fid_statistics_to_metric(fid_features_to_statistics(generated.double()),
+                                   {"mu": real["mu"], "sigma": real["sigma"]}, verbose=False)
+    size = min(subset_size, len(generated), len(real["features"]))
+    kid = kid_features_to_metric(generated, torch.from_numpy(real["features"]),
+                                 kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
+                                 verbose=False)
+    return {"fid": fid["frechet_inception_distance"],
+            "kid": kid["kernel_inception_distance_mean"],
+            "kid_std": kid["kernel_inception_distance_std"]}
+
+
+def evaluate_fid(
+    generator: torch.nn.Module,
+    config: ExperimentConfig,
+    cameras: CameraSampler,
+    count: int,
+    seed: int,
+    extractor: str,
+    weights: Path | None = None,
+) -> MetricResult:
+    """FID and KID of `count` generated images against every real image of the dataset.
+
+    `extractor` and `weights` come from `choose_extractor`.
+    """
+    device = device_of(generator)
+    features = Features(extractor, weights, device)
+    real, cached = real_statistics(config, features, extractor)
+    latent_stream, camera_stream = streams(seed, "fid")
+    poses = cameras(count, camera_stream, device)
+    generated = []
+    for batch in batches(count, config.evaluate.batch_size):
+        w = latents(generator, batch.stop - batch.start, latent_stream)
+        image = render(generator, w, *take(poses, batch))["image"]
+        generated.append(features(to_uint8(image)))
+    values = fid_kid(torch.cat(generated), real, config.evaluate.kid_subsets,
+                     config.evaluate.kid_subset_size, seed)
+    values |= {"fid_extractor": extractor, "fid_real_images": len(real["features"]),
+               "fid_real_cached": cached, "fid_cameras": config.evaluate.cameras}
+    return MetricResult(values, num_samples=count, images=count)

@@ -1,0 +1,357 @@
+"""The evaluation suite of one run directory: plan, run the metrics, write and track results.
+
+Outputs (all written atomically):
+    RUN_DIR/metrics.json               flat: values, extractor names, sample counts, seeds,
+                                       seconds and images/s per metric, checkpoint evaluated
+    RUN_DIR/eval/disentangle.csv       sample,part,view,what,d_mean,d_mean_masked
+    RUN_DIR/eval/difference_maps.npz   a few samples' images, edits and difference maps
+A later evaluation of the same checkpoint and seed updates metrics.json (so metrics can be
+added one at a time); a different checkpoint or seed replaces it. FID and KID share one set of
+generated images: when both run, their seconds and images/s are that shared computation's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.config import ExperimentConfig, config_to_dict, resolve_config
+from harness.errors import UserError
+from harness.io import atomic_write, atomic_write_json, atomic_write_text
+from harness.metrics.disentangle import MAP_SAMPLE_AXIS, PARTS, VIEWS, evaluate_disentanglement
+from harness.metrics.fid import choose_extractor, display_name, evaluate_fid
+from harness.metrics.generation import (
+    MetricResult,
+    Stopwatch,
+    camera_sampler,
+    keep_freed_memory,
+)
+from harness.metrics.identity import Embedder, choose_embedder, evaluate_identity
+from harness.metrics.views import evaluate_views
+from harness.training.checkpoint import LoadedGenerator, load_generator
+from harness.training.loop import resolve_device
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid", "kid", "id", "disentangle", "views")  # the default set, in running order
+METRICS_FILE = "metrics.json"
+EVAL_DIR = "eval"
+# Config keys an evaluation may override (the rest describe the trained model and its data).
+OVERRIDABLE = ("evaluate.", "data.path", "data.cache_dir", "data.workers")
+
+
+@dataclass
+class Plan:
+    """What an evaluation will do, resolved and checked before any image is generated."""
+
+    run_dir: Path
+    loaded: LoadedGenerator
+    config: ExperimentConfig
+    metrics: list[str]
+    counts: dict[str, int]  # metric -> latents (FID: generated images)
+    seed: int
+    extractor: tuple[str, Path | None] | None  # FID/KID extractor name and weights
+    embedder: Embedder | None
+
+    def describe(self) -> str:
+        """A few lines for --dry-run and the log."""
+        lines = [f"checkpoint {self.loaded.path} (iteration {self.loaded.iteration}, "
+                 f"model {self.config.model.name}, data {self.config.data.source}, "
+                 f"preset {self.config.preset})"]
+        for metric in self.metrics:
+            detail = ""
+            if metric in ("fid", "kid") and self.extractor:
+                detail = (f", extractor {self.extractor[0]}, cameras "
+                          f"{self.config.evaluate.cameras}")
+            if metric == "id" and self.embedder:
+                detail = f", embedder {self.embedder.name}"
+            lines.append(f"  {metric}: {self.counts[metric]} samples{detail}")
+        return "\n".join(lines)
+
+
+def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
+    """The requested metrics in running order; a UserError names an unknown one."""
+    if metrics is None:
+        return list(METRICS)
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names = [name.strip() for name in names if name.strip()]
+    unknown = [name for name in names if name not in METRICS] or ([] if names else ["(none)"])
+    if unknown:
+        raise UserError(f"--metrics {','.join(names)}: unknown metric {unknown[0]!r}; choose "
+                        f"from {','.join(METRICS)}")
+    return [name for name in METRICS if name in names]
+
+
+def sample_counts(config: ExperimentConfig, num_samples: int | None) -> dict[str, int]:
+    """Samples per metric: `num_samples` for every metric, else the preset's counts."""
+    if num_samples is not None and num_samples < 2:
+        raise UserError(f"--num-samples {num_samples}: need at least 2 samples per metric")
+    cfg = config.evaluate
+    counts = {"fid": cfg.fid_samples, "kid": cfg.fid_samples, "id": cfg.id_samples,
+              "disentangle": cfg.disentangle_samples, "views": cfg.view_samples}
+    return {name: num_samples or count for name, count in counts.items()}
+
+
+def _with_overrides(config: ExperimentConfig, overrides: Sequence[str] | None
+                    ) -> ExperimentConfig:
+    if not overrides:
+        return config
+    for text in overrides:
+        if not text.split("=", 1)[0].strip().startswith(OVERRIDABLE):
+            raise UserError(
+                f"--set {text!r}: an evaluation can only change {', '.join(OVERRIDABLE)} "
+                "(the other keys describe the trained model)"
+            )
+    return resolve_config(config_to_dict(config), "checkpoint config", overrides=list(overrides))
+
+
+def plan_evaluation(
+    run_dir: str | Path,
+    metrics: str | Sequence[str] | None = None,
+    num_samples: int | None = None,
+    inception_weights: str | Path | None = None,
+    arcface_onnx: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    overrides: Sequence[str] | None = None,
+    snapshot: str | Path | None = None,
+) -> Plan:
+    """Load the run's EMA generator and check every input the metrics need (weights, models)."""
+    run_dir = Path(run_dir)
+    chosen = parse_metrics(metrics)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run directory not found; give a trained run directory")
+    try:
+        torch_device = resolve_device(device)
+    except UserError:
+        raise UserError(f"--device {device}: CUDA is not available here; use auto or cpu") from None
+    loaded = load_generator(run_dir, torch_device, snapshot)
+    config = _with_overrides(loaded.config, overrides)
+    counts = sample_counts(config, num_samples)
+    extractor = (choose_extractor(config, inception_weights)
+                 if {"fid", "kid"} & set(chosen) else None)
+    embedder = choose_embedder(config, arcface_onnx, torch_device) if "id" in chosen else None
+    return Plan(run_dir, loaded, config, chosen, counts, seed, extractor, embedder)
+
+
+def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
+    """Run the planned metrics; write metrics.json and the eval/ files; log to W&B."""
+    g, cfg, seed = plan.loaded.generator, plan.config.evaluate, plan.seed
+    results: dict[str, MetricResult] = {}
+    device = next(g.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
+    for metric in plan.metrics:
+        if metric == "kid" and "fid" in results:
+            results["kid"] = results["fid"]  # one set of generated images serves both
+            continue
+        log.info("evaluating %s on %d samples", metric, plan.counts[metric])
+        with Stopwatch(device) as watch:
+            if metric in ("fid", "kid"):
+                name, weights = plan.extractor
+                result = evaluate_fid(g, plan.config, camera_sampler(plan.config),
+                                      plan.counts[metric], seed, name, weights)
+            elif metric == "id":
+                result = evaluate_identity(g, plan.embedder, plan.counts["id"], seed,
+                                           cfg.batch_size)
+            elif metric == "disentangle":
+                result = evaluate_disentanglement(g, plan.counts["disentangle"], seed,
+                                                  cfg.batch_size, cfg.edit_what,
+                                                  cfg.difference_maps)
+            else:
+                result = evaluate_views(g, plan.counts["views"], seed, cfg.batch_size)
+        result.seconds = watch.seconds
+        results[metric] = result
+    values = _collect(plan, results)
+    values = _write(plan, values, results.get("disentangle"))
+    _track(plan, values, results.get("disentangle"), track)
+    return values
+
+
+def _collect(plan: Plan, results: dict[str, MetricResult]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "checkpoint": str(_relative(plan.loaded.path, plan.run_dir)),
+        "iteration": plan.loaded.iteration, "seed": plan.seed,
+        "model": plan.config.model.name, "preset": plan.config.preset,
+    }
+    for metric, result in results.items():
+        values |= result.values
+        values[f"num_samples/{metric}"] = result.num_samples
+        values[f"seconds/{metric}"] = round(result.seconds, 3)
+        values[f"images_per_second/{metric}"] = round(result.images / max(result.seconds, 1e-9),
+                                                      2)
+    # FID and KID come from one computation: keep only what was asked for.
+    unasked = {"fid": ("fid",), "kid": ("kid", "kid_std")}
+    for metric, keys in unasked.items():
+        if metric not in results:
+            for key in keys:
+                values.pop(key, None)
+    return values
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return path
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities -> None (JSON has no such numbers)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _write(plan: Plan, values: dict[str, Any], disentangle: MetricResult | None
+           ) -> dict[str, Any]:
+    path = plan.run_dir / METRICS_FILE
+    previous: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+    same = all(previous.get(key) == values[key] for key in ("checkpoint", "seed"))
+    merged = {key: _json_safe(value) for key, value in
+              ({**previous, **values} if same else values).items()}
+    atomic_write_json(path, merged)
+    if disentangle is not None:
+        import pandas as pd
+
+        eval_dir = plan.run_dir / EVAL_DIR
+        frame = pd.DataFrame(disentangle.artifacts["rows"],
+                             columns=["sample", "part", "view", "what", "d_mean", "d_mean_masked"])
+        atomic_write_text(eval_dir / "disentangle.csv", frame.to_csv(index=False))
+        maps = {key: value.numpy() for key, value in disentangle.artifacts["maps"].items()}
+        if maps:
+            axes = json.dumps(MAP_SAMPLE_AXIS)
+            atomic_write(eval_dir / "difference_maps.npz", lambda file: np.savez_compressed(
+                file, parts=np.array(PARTS), views=np.array(VIEWS), sample_axis=np.array(axes),
+                **maps))
+    return merged
+
+
+def _track(plan: Plan, values: dict[str, Any], disentangle: MetricResult | None,
+           track: bool | None) -> None:
+    from harness.tracking import Tracker
+
+    tracker = Tracker(plan.config, plan.run_dir, job_type="eval", enabled=track)
+    if not tracker.enabled:
+        return
+    import wandb
+
+    tracker.summary(values)  # the same flat keys as metrics.json
+    rows = [[metric, float(value)] for metric, value in sorted(values.items())
+            if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    tables: dict[str, Any] = {"eval/metrics": wandb.Table(columns=["metric", "value"], data=rows)}
+    if disentangle is not None:
+        tables["eval/disentanglement"] = wandb.Table(
+            columns=["part", "view", "d_mean", "d_mean_masked"],
+            data=[[part, view, values.get(f"d_mean/{part}@{view}"),
+                   values.get(f"d_mean_masked/{part}@{view}")]
+                  for part in PARTS for view in VIEWS])
+        grid = difference_grid(disentangle.artifacts["maps"])
+        if grid is not None:
+            tables["eval/difference_maps"] = wandb.Image(
+                grid, caption="per part: original | edited | difference (x4), frontal view")
+    tracker.log(tables, iteration=plan.loaded.iteration)
+    tracker.finish()
+
+
+def difference_grid(maps: dict[str, torch.Tensor]) -> np.ndarray | None:
+    """A picture of the first kept sample at the frontal view: one row per part with the
+    original, the edited image and the difference map (scaled x4, grey)."""
+    from harness.visualize import image_grid
+
+    if "original" not in maps:
+        return None
+    original = maps["original"][0, 0].permute(1, 2, 0).numpy()  # (H, W, 3) uint8
+    tiles = []
+    for p in range(len(PARTS)):
+        edited = maps["edited"][0, p, 0].permute(1, 2, 0).numpy()
+        difference = (maps["difference"][0, p, 0] * 4 * 255).clamp(0, 255).to(torch.uint8)
+        tiles += [original, edited, difference[..., None].expand(-1, -1, 3).numpy()]
+    return image_grid(tiles, columns=3)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    metrics: str | Sequence[str] | None = None,
+    num_samples: int | None = None,
+    inception_weights: str | Path | None = None,
+    arcface_onnx: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    track: bool | None = None,
+    overrides: Sequence[str] | None = None,
+    snapshot: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run's newest (or given) snapshot; returns what it wrote to metrics.json.
+
+    metrics: names or a comma list from fid,kid,id,disentangle,views (None = all);
+    num_samples: samples for every metric (None = the config's `evaluate` counts);
+    inception_weights / arcface_onnx: local weight files (nothing is ever downloaded);
+    track: log to W&B as an "eval" job (None = the run's tracking.wandb);
+    overrides: `--set` strings for evaluate.* (and data.path / data.cache_dir).
+    """
+    plan = plan_evaluation(run_dir, metrics, num_samples, inception_weights, arcface_onnx, seed,
+                           device, overrides, snapshot)
+    log.info("%s", plan.describe())
+    return run_plan(plan, track)
+
+
+def format_results(values: dict[str, Any], metrics: Sequence[str] = METRICS) -> str:
+    """Human-readable lines for the CLI about `metrics`; every FID/KID carries its extractor's
+    name."""
+    lines = [f"checkpoint {values['checkpoint']} (iteration {values['iteration']}, "
+             f"seed {values['seed']})"]
+    values = {key: value for key, value in values.items()
+              if _metric_of(key) in (*metrics, None)}
+    extractor = display_name(str(values.get("fid_extractor", "")))
+    if values.get("fid") is not None:
+        lines.append(f"FID ({extractor}) = {values['fid']:.4g}  "
+                     f"[{values['num_samples/fid']} generated vs {values['fid_real_images']} "
+                     "real images]")
+    if values.get("kid") is not None:
+        lines.append(f"KID ({extractor}) = {values['kid']:.4g} +- {values['kid_std']:.2g}")
+    if values.get("id_consistency") is not None:
+        lines.append(f"ID consistency ({values['id_model']}) = {values['id_consistency']:.4f} "
+                     f"+- {values['id_consistency_std']:.4f}")
+    if any(key.startswith("d_mean/") for key in values):
+        lines.append(f"{'part':<8}" + "".join(f"{f'D_mean@{v}':>16}{f'masked@{v}':>16}"
+                                              for v in VIEWS))
+        for part in PARTS:
+            lines.append(f"{part:<8}" + "".join(
+                f"{_fmt(values.get(f'd_mean/{part}@{v}')):>16}"
+                f"{_fmt(values.get(f'd_mean_masked/{part}@{v}')):>16}" for v in VIEWS))
+    if values.get("view/photometric_l1") is not None:
+        lines.append(f"view consistency: photometric L1 = {values['view/photometric_l1']:.4f}, "
+                     f"mask mIoU = {_fmt(values.get('view/mask_miou'))}")
+    for metric in METRICS:
+        if f"seconds/{metric}" in values:
+            lines.append(f"  {metric}: {values[f'num_samples/{metric}']} samples, "
+                         f"{values[f'seconds/{metric}']:.1f} s, "
+                         f"{values[f'images_per_second/{metric}']:.1f} images/s")
+    return "\n".join(lines)
+
+
+def _metric_of(key: str) -> str | None:
+    """Which metric a metrics.json key belongs to (None: shared)."""
+    head, _, tail = key.partition("/")
+    if head in ("num_samples", "seconds", "images_per_second"):
+        return tail
+    if key in ("fid", "kid", "kid_std"):
+        return key[:3]
+    prefixes = {"id_": "id", "d_mean": "disentangle", "view/": "views"}
+    return next((metric for prefix, metric in prefixes.items() if key.startswith(prefix)), None)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
