@@ -3,13 +3,22 @@
 One W&B run per run directory: its id is stored in `RUN_DIR/wandb_run_id` and reused with
 `resume="allow"`, so a resumed or requeued trial continues the same W&B run. In offline mode
 every W&B file stays inside the run directory (`WANDB_DIR`, `WANDB_CACHE_DIR`,
-`WANDB_DATA_DIR`); upload later with `wandb sync RUN_DIR/wandb/offline-run-*`.
+`WANDB_DATA_DIR`, `WANDB_CONFIG_DIR` under `RUN_DIR/wandb-files/`); upload later with
+`wandb sync RUN_DIR/wandb-files/wandb/offline-run-*`.
+
+Conventions: `group` is the sweep name, `job_type` train or eval (each with its own stable
+id), tags name the model, data, preset (and sweep and variant of a sweep trial), the config
+is the resolved config flattened (plus `trial.*`), and evaluation metrics summarise to their
+best value (`METRIC_GOALS`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +28,16 @@ from harness.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id"
+TRIAL_FILE = "trial.json"  # written by the sweep driver (harness/launch/state.py)
+# W&B summaries of evaluation metrics (keys of metrics.json, as harness.evaluate logs them):
+# the best value over a run's history, e.g. min FID and max identity consistency.
+METRIC_GOALS = {
+    "fid": "minimize",
+    "kid": "minimize",
+    "id_consistency": "maximize",
+    "view/photometric_l1": "minimize",
+    "view/mask_miou": "maximize",
+}
 
 
 def resolve_mode(tracking: TrackingConfig) -> str:
@@ -33,16 +52,34 @@ def resolve_mode(tracking: TrackingConfig) -> str:
     return "online" if has_key else "offline"
 
 
-def run_id(run_dir: Path) -> str:
-    """The stable W&B run id of a run directory (created on first use)."""
-    path = run_dir / RUN_ID_FILE
+def run_id(run_dir: Path, job_type: str = "train") -> str:
+    """The stable W&B run id of a run directory's `job_type` run (created on first use).
+
+    The training run's id lives in `RUN_DIR/wandb_run_id`, another job type's (eval) in
+    `RUN_DIR/wandb_run_id.<job_type>`.
+    """
+    path = run_dir / (RUN_ID_FILE if job_type == "train" else f"{RUN_ID_FILE}.{job_type}")
     if path.is_file():
         return path.read_text().strip()
-    import wandb
-
-    new_id = wandb.util.generate_id()
+    new_id = secrets.token_hex(4)  # 8 characters in [0-9a-f], valid as a W&B run id
     atomic_write_text(path, new_id + "\n")
     return new_id
+
+
+def run_labels(config: ExperimentConfig, run_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """W&B tags (model, data, preset; sweep and variant for a sweep trial) and the trial's
+    identity as config keys (`trial.id`, `trial.variant`, `trial.seed`, `trial.sweep`)."""
+    tags = [f"model:{config.model.name}", f"data:{config.data.source}",
+            f"preset:{config.preset}"]
+    extra: dict[str, Any] = {}
+    try:
+        trial = json.loads((run_dir / TRIAL_FILE).read_text())
+    except (OSError, ValueError):
+        return tags, extra
+    tags += [f"sweep:{trial.get('sweep')}", f"variant:{trial.get('variant')}"]
+    extra = {f"trial.{key}": trial.get(key) for key in ("sweep", "variant", "seed")}
+    extra["trial.id"] = trial.get("trial_id")
+    return tags, extra
 
 
 class Tracker:
@@ -69,42 +106,55 @@ class Tracker:
 
         wandb_dir = run_dir / "wandb-files"
         for variable, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"),
-                              ("WANDB_DATA_DIR", "data")):
+                              ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config")):
             (wandb_dir / sub).mkdir(parents=True, exist_ok=True)
             os.environ[variable] = str(wandb_dir / sub)
         os.environ.setdefault("WANDB_SILENT", "true")
-        resolved = config_to_dict(config)
-        tags = [f"model:{config.model.name}", f"data:{config.data.source}",
-                f"preset:{config.preset}"]
+        tags, extra = run_labels(config, run_dir)
+        default_name = run_dir.name if job_type == "train" else f"{run_dir.name}-{job_type}"
         self.run = wandb.init(
             project=tracking.project, entity=tracking.entity, group=tracking.group,
-            job_type=job_type, id=run_id(run_dir), resume="allow", mode=mode,
-            dir=str(wandb_dir), name=name or run_dir.name, tags=tags,
-            config=flatten(resolved),
+            job_type=job_type, id=run_id(run_dir, job_type), resume="allow", mode=mode,
+            dir=str(wandb_dir), name=name or default_name, tags=tags,
+            config={**flatten(config_to_dict(config)), **extra},
         )
         self.run.define_metric("iteration")
         self.run.define_metric("train/*", step_metric="iteration")
+        for key, goal in METRIC_GOALS.items():
+            self.run.define_metric(key, step_metric="iteration",
+                                   summary="min" if goal == "minimize" else "max")
         log.info("W&B %s run %s in %s", mode, self.run.id, wandb_dir)
+
+    def _call(self, action: Callable[[Any], Any]) -> None:
+        """Run `action(run)`; if W&B fails (its service killed by a requeue's SIGTERM, a full
+        disk), warn once and stop tracking instead of failing the training run."""
+        if self.run is None:
+            return
+        try:
+            action(self.run)
+        except Exception as error:  # noqa: BLE001 - tracking must never stop training
+            log.warning("W&B stopped working (%s: %s); this run goes on without it",
+                        type(error).__name__, error)
+            self.run = None
 
     def log(self, values: dict[str, Any], iteration: int | None = None) -> None:
         """Log scalars (and W&B media objects) at `iteration`."""
-        if self.run is not None:
-            self.run.log({**values, **({"iteration": iteration} if iteration is not None else {})})
+        step = {"iteration": iteration} if iteration is not None else {}
+        self._call(lambda run: run.log({**values, **step}))
 
     def log_image(self, key: str, path: Path, iteration: int, caption: str = "") -> None:
         """Log an image file."""
         if self.run is not None:
             import wandb
 
-            self.run.log({key: wandb.Image(str(path), caption=caption), "iteration": iteration})
+            self._call(lambda run: run.log(
+                {key: wandb.Image(str(path), caption=caption), "iteration": iteration}))
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set run summary values."""
-        if self.run is not None:
-            self.run.summary.update(values)
+        self._call(lambda run: run.summary.update(values))
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (flushes offline files)."""
-        if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+        self._call(lambda run: run.finish(exit_code=exit_code))
+        self.run = None

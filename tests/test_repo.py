@@ -27,7 +27,7 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert first_block, "README has no command block"
     commands = [line for line in first_block.group(1).splitlines() if line.strip()]
     assert len(commands) == 2
-    assert commands[0].startswith("pip install -e . && python -m harness.")
+    assert commands[0] == "pip install -e . && python -m harness.sweep sweeps/ablation_lifting.yaml"
     assert commands[1].startswith("pip install -e '.[test]' && pytest")
 
 
@@ -36,7 +36,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "grep -m1 -E \"^pip install -e '\\.\\[test\\]'\" README.md" in ci
 
 
-@pytest.mark.parametrize("verb", ["train", "data"])
+@pytest.mark.parametrize("verb", ["train", "data", "evaluate", "sweep", "report", "bench"])
 def test_every_entry_point_has_help(verb: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"harness.{verb}", "--help"],
                             capture_output=True, text=True, cwd=ROOT)
