@@ -73,3 +73,14 @@ def test_bench_command_rejects_a_missing_run_dir_in_one_line() -> None:
                              "/nonexistent/run"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "/nonexistent/run" in result.stderr
+
+
+def test_random_prepared_stand_in_data_loads_at_any_resolution(tmp_path) -> None:
+    from harness.bench.training import write_random_prepared
+    from harness.config import load_config
+    from harness.data.loading import open_dataset
+
+    path = write_random_prepared(tmp_path / "data", resolution=16, count=4)
+    config = load_config(None, "smoke", ["data.source=celebamask-hq", f"data.path={path}"])
+    dataset = open_dataset(config.data, 16)
+    assert len(dataset) == 4 and dataset[0]["image"].shape == (3, 16, 16)

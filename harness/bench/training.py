@@ -4,16 +4,21 @@ preset's iterations per second with a profile of where the time goes."""
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.bench.measure import GIB, status_bytes
 from harness.config import load_config
+from harness.data.classes import NUM_CLASSES
+from harness.data.prepared import PreparedWriter
 from harness.training.loop import training_loop
+from models.camera import intrinsics, look_at_origin
 
 GB = 1e9
 
@@ -33,17 +38,33 @@ def train_in_fresh_process(preset: str, run_dir: Path, overrides: list[str]) -> 
         return pool.apply(_train_in_child, (preset, str(run_dir), overrides))
 
 
+def write_random_prepared(out_dir: Path, resolution: int, count: int = 8) -> Path:
+    """A prepared dataset of `count` random images and masks at `resolution` (frontal
+    cameras): stand-in data for timing, as a step's cost does not depend on the pixels."""
+    gen = np.random.default_rng(0)
+    angles = torch.full((count, 2), math.pi / 2)
+    writer = PreparedWriter(out_dir, count, resolution, "random", {"seed": 0}, has_depth=False)
+    writer.write(
+        0, images=gen.integers(0, 256, (count, resolution, resolution, 3), dtype=np.uint8),
+        masks=gen.integers(0, NUM_CLASSES, (count, resolution, resolution), dtype=np.uint8),
+        angles=angles.numpy(), cameras=look_at_origin(angles).numpy(),
+        intrinsics=intrinsics().expand(count, 3, 3).numpy(),
+        identity=np.arange(count), split=np.zeros(count, dtype=np.uint8))
+    writer.finalize()
+    return out_dir
+
+
 def bench_paper_step(device: torch.device, batch: int = 4) -> dict[str, Any]:
     """One paper-preset training iteration (D step with lazy R1, G step) at `batch`.
 
-    Trains on a few synthetic portraits at 512x512 generated for the purpose (the step's cost
-    does not depend on the images). The peak is the whole process's resident memory (like
-    `/usr/bin/time -v`), model, optimizers and data included.
+    Trains on random 512x512 stand-in data (`write_random_prepared`). The peak is the whole
+    process's resident memory (like `/usr/bin/time -v`), model, optimizers and data included.
     """
     with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
+        data = write_random_prepared(Path(tmp) / "data", resolution=512)
         result = train_in_fresh_process("paper", Path(tmp) / "run", [
-            "train.iterations=1", f"train.batch_size={batch}", "data.identities=4",
-            "data.views=1", f"data.cache_dir={tmp}/cache", f"train.device={device}",
+            "train.iterations=1", f"train.batch_size={batch}", "data.source=celebamask-hq",
+            f"data.path={data}", f"train.device={device}",
         ])
     return {"batch": batch, "step_s": 1.0 / result["last"]["train/it_per_s"],
             "peak_gb": result["peak_rss_bytes"] / GB,
