@@ -46,14 +46,19 @@ from torch import nn
 
 from models.blocks import MappingNetwork
 from models.camera import pixel_rays
-from models.config import ModelConfig
+from models.config import (
+    ModelConfig,
+    check_part_count,
+    check_powers_of_two,
+    check_render_resolution,
+)
 from models.discriminator import DualBranchDiscriminator
 from models.film_siren import PartDense, PartFiLMSiren
 from models.generator import PartGenerator
+from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet, is_power_of_two
+from models.render_net import RenderNet
 from models.rendering import expected_depth, nerf_weights, ray_depths, ray_points, render_map
-from models.ssgan3d import PART_NAMES
 
 
 class CNeRFConfig(ModelConfig):
@@ -82,14 +87,9 @@ class CNeRFConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _check(self) -> CNeRFConfig:
-        for key in ("resolution", "render_resolution"):
-            if not is_power_of_two(getattr(self, key)) or getattr(self, key) < 8:
-                raise ValueError(f"{key} must be a power of two >= 8, got {getattr(self, key)}")
-        if self.render_resolution > self.resolution:
-            raise ValueError(f"render_resolution {self.render_resolution} exceeds resolution "
-                             f"{self.resolution}")
-        if self.num_parts != len(PART_NAMES):
-            raise ValueError(f"num_parts must be {len(PART_NAMES)} (the class table)")
+        check_powers_of_two(self, ("resolution", "render_resolution"), minimum=8)
+        check_render_resolution(self)
+        check_part_count(self.num_parts, PART_NAMES)
         return self
 
 

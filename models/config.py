@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from models.render_net import is_power_of_two
+
 
 class Schema(BaseModel):
     """A typed config: unknown keys are errors, values are validated on assignment too."""
@@ -20,3 +22,24 @@ class ModelConfig(Schema):
     name: str
     num_parts: int = 13  # K, semantic classes the generator composes (background included)
     resolution: int = 512  # pixels, side of the output image and mask
+
+
+def check_powers_of_two(config: Schema, keys: tuple[str, ...], minimum: int) -> None:
+    """ValueError unless every field in `keys` is a power of two >= `minimum`."""
+    for key in keys:
+        value = getattr(config, key)
+        if value < minimum or not is_power_of_two(value):
+            raise ValueError(f"{key} must be a power of two >= {minimum}, got {value}")
+
+
+def check_render_resolution(config: Schema) -> None:
+    """ValueError if the feature render is finer than the output."""
+    if config.render_resolution > config.resolution:
+        raise ValueError(f"render_resolution {config.render_resolution} exceeds resolution "
+                         f"{config.resolution}")
+
+
+def check_part_count(num_parts: int, part_names: tuple[str, ...]) -> None:
+    """ValueError unless the model composes exactly the classes of the class table."""
+    if num_parts != len(part_names):
+        raise ValueError(f"num_parts must be {len(part_names)} (the class table)")

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from models.blocks import MappingNetwork
-from models.config import ModelConfig
+from models.config import ModelConfig, check_part_count, check_powers_of_two
 from models.discriminator import DualBranchDiscriminator
 from models.generator import PartGenerator
 from models.local_generator import LocalGenerators
+from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet, is_power_of_two
-from models.ssgan3d import PART_NAMES
+from models.render_net import RenderNet
 
 
 class SSGAN2DConfig(ModelConfig):
@@ -58,15 +58,13 @@ class SSGAN2DConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _check(self) -> SSGAN2DConfig:
-        for key in ("resolution", "render_resolution", "min_feature_resolution"):
-            if not is_power_of_two(getattr(self, key)) or getattr(self, key) < 4:
-                raise ValueError(f"{key} must be a power of two >= 4, got {getattr(self, key)}")
+        check_powers_of_two(self, ("resolution", "render_resolution", "min_feature_resolution"),
+                            minimum=4)
         if not self.min_feature_resolution <= self.render_resolution < self.resolution:
             raise ValueError(
                 "need min_feature_resolution <= render_resolution < resolution, got "
                 f"{self.min_feature_resolution}, {self.render_resolution}, {self.resolution}")
-        if self.num_parts != len(PART_NAMES):
-            raise ValueError(f"num_parts must be {len(PART_NAMES)} (the class table)")
+        check_part_count(self.num_parts, PART_NAMES)
         unknown = [p for p in self.transparent_parts if p not in PART_NAMES[1:]]
         if unknown:
             raise ValueError(f"transparent_parts: {unknown} are not parts; choose from "

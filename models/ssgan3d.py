@@ -28,14 +28,21 @@ from pydantic import Field, model_validator
 
 from models.blocks import MappingNetwork
 from models.camera import pixel_rays
-from models.config import ModelConfig, Schema
+from models.config import (
+    ModelConfig,
+    Schema,
+    check_part_count,
+    check_powers_of_two,
+    check_render_resolution,
+)
 from models.discriminator import DualBranchDiscriminator
 from models.generator import PartGenerator
 from models.lifting import LiftedRender, LiftingConfig, lifted_part_density, render_lifted
 from models.local_generator import LocalGenerators
 from models.losses import depth_smoothness_loss
+from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet, is_power_of_two
+from models.render_net import RenderNet
 from models.rendering import (
     expected_depth,
     nerf_weights,
@@ -44,9 +51,6 @@ from models.rendering import (
     window_depths,
 )
 
-# Class names in id order (the harness's 13-class table; models/ does not import harness/).
-PART_NAMES = ("background", "face", "eyes", "brows", "mouth", "nose", "ears", "hair", "neck",
-              "cloth", "eyeglasses", "hat", "earrings")
 FACE_BASE = PART_NAMES.index("face")
 # Where each part's absolute depth starts, as a fraction of the volume depth (0 back, 1 front).
 DEPTH_PRIOR = {"background": 0.03, "face": 0.7, "eyes": 0.72, "brows": 0.74, "mouth": 0.72,
@@ -113,14 +117,9 @@ class SSGAN3DConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _check(self) -> SSGAN3DConfig:
-        for key in ("resolution", "render_resolution"):
-            if not is_power_of_two(getattr(self, key)) or getattr(self, key) < 8:
-                raise ValueError(f"{key} must be a power of two >= 8, got {getattr(self, key)}")
-        if self.render_resolution > self.resolution:
-            raise ValueError(f"render_resolution {self.render_resolution} exceeds resolution "
-                             f"{self.resolution}")
-        if self.num_parts != len(PART_NAMES):
-            raise ValueError(f"num_parts must be {len(PART_NAMES)} (the class table)")
+        check_powers_of_two(self, ("resolution", "render_resolution"), minimum=8)
+        check_render_resolution(self)
+        check_part_count(self.num_parts, PART_NAMES)
         unknown = [p for p in self.relative_parts if p not in PART_NAMES or p in
                    ("background", "face")]
         if unknown:

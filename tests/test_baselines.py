@@ -17,10 +17,10 @@ from models.cnerf import CNeRFGenerator
 from models.film_siren import PartFiLMSiren
 from models.generator import part_slots
 from models.ide3d import IDE3DGenerator, texture_groups
+from models.parts import PART_NAMES
 from models.registry import get_model
 from models.rendering import render_map
 from models.ssgan2d import SSGAN2DGenerator
-from models.ssgan3d import PART_NAMES
 from models.triplane import TriplaneGenerator, sample_triplane
 
 BASELINES = ("cnerf", "ide3d", "ssgan2d")
