@@ -137,3 +137,16 @@ def test_generator_metric_is_finite_and_seeded() -> None:
     assert 0 <= first.values["view/photometric_l1"] <= 1
     assert 0 <= first.values["view/mask_miou"] <= 1
     assert first.images == 8
+
+
+def test_a_model_without_depth_is_recorded_as_not_applicable() -> None:
+    """ssgan2d renders no depth: both values stay null (stable keys) and the reason is kept."""
+    from harness.metrics.views import NO_DEPTH, NOT_APPLICABLE
+
+    config = load_config(None, "smoke", ["model.name=ssgan2d"])
+    torch.manual_seed(0)
+    g = get_model("ssgan2d").build_generator(config.model).eval()
+    result = evaluate_views(g, count=2, seed=0, batch_size=2)
+    assert result.values == {"view/photometric_l1": None, "view/mask_miou": None,
+                             NOT_APPLICABLE: NO_DEPTH}
+    assert result.num_samples == 0

@@ -15,7 +15,9 @@ Resolution: everything is computed at the depth's resolution (the generator's re
 resolution r; the generator's depth exists only there). Images are downsampled to r by area
 averaging; masks likewise (class scores, or one-hot class ids) before the argmax.
 
-A model without depth (a 2D model such as SemanticStyleGAN) gets no value (null).
+A model without depth (a 2D model such as SemanticStyleGAN) cannot be measured: both values
+are null and `view/not_applicable` says why (the key exists only then), so that reports show
+"not applicable" rather than "not measured".
 
 Depth conventions: the generator's `depth` is the expected distance along the unit-length ray
 (`depth_kind="ray"`, models.rendering); the prepared synthetic data stores camera-space z
@@ -48,6 +50,9 @@ from models.camera import pixel_rays, project, unproject_depth
 log = logging.getLogger(__name__)
 
 OCCLUSION_TOLERANCE = 0.03  # relative z margin of the occlusion test (3% is ~0.12 head units)
+NOT_APPLICABLE = "view/not_applicable"  # metrics.json: why the view metrics are null
+NO_DEPTH = ("the generator renders no depth map (a 2D model), so one view cannot be reprojected "
+            "into another")
 BACKGROUND = CLASS_IDS["background"]
 
 
@@ -166,9 +171,9 @@ def evaluate_views(generator: torch.nn.Module, count: int, seed: int, batch_size
         (cam_a, intrinsic), (cam_b, _) = take(view_a, batch), take(view_b, batch)
         a = render(generator, w, cam_a, intrinsic)
         if "depth" not in a:  # a 2D model (SemanticStyleGAN): nothing to reproject
-            log.warning("views: %s renders no depth; view consistency is not measured",
-                        type(generator).__name__)
-            return MetricResult({"view/photometric_l1": None, "view/mask_miou": None},
+            log.warning("views: not applicable to %s: %s", type(generator).__name__, NO_DEPTH)
+            return MetricResult({"view/photometric_l1": None, "view/mask_miou": None,
+                                 NOT_APPLICABLE: NO_DEPTH},
                                 num_samples=0, images=batch.stop - batch.start)
         b = render(generator, w, cam_b, intrinsic)
         pair = consistency(a["image"], a["mask"], a["depth"], cam_a,

@@ -5,14 +5,18 @@ Figures are `matplotlib.figure.Figure` objects saved through the Agg canvas, wit
 
 Rendered figures (editing, multiview, progressive, interpolation) load the EMA generator of one
 representative trial per setting (the done trial with the lowest seed) from its run
-directory; `curves` and `bars` need only the normalised results.
+directory; `curves` and `bars` need only the normalised results. A model a figure is undefined
+for (progressive generation of a holistic model) is left out with a note under the figure and
+in the index; a 2D model (not 3D-aware: it ignores the camera) gets one row where the figure
+shows several views, labelled as view-independent.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +26,14 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from PIL import Image
 
-from harness.data.classes import CLASS_IDS
+from harness.data.classes import CLASS_COLOURS, CLASS_IDS, CLASS_NAMES
 from harness.io import atomic_write
 from harness.report.sources import SweepData, cell
-from harness.report.tables import BOOKKEEPING, ablation, lifting
+from harness.report.tables import BOOKKEEPING, ablation, lifting, model_design
 from harness.training.samples import SIDE_YAW
 from harness.visualize import colourise_mask, image_grid, to_uint8_image
 from models.camera import PITCH_MEAN, YAW_MEAN, YAW_STD, intrinsics, look_at_origin
@@ -41,6 +47,13 @@ PROGRESSIVE_ORDER = ("background", "face", "neck", "cloth", "hair", "ears", "eye
                      "nose", "mouth")
 INTERPOLATION_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TILE_INCHES = 0.9  # figure inches per image tile
+NOTE_CHARS_PER_INCH = 18  # wrap width of the notes under a figure (6 pt text)
+BAR_INCHES = 0.85  # width of one bar (with its gap) in the ablation bar charts
+SUPTITLE_CHARS_PER_INCH = 11  # wrap width of a 9 pt title
+BAR_LABEL_CHARS = 14  # wrap width of a bar's label (settings such as "w/o NeRF-based weights")
+LEGEND_ENTRY_INCHES = 0.85  # width of one entry of the mask-class legend
+EXCLUDED_GREY = 0.5  # colour (grey level in [0, 1]) of the edited region in masked differences
+VIEW_FREE = "any view (2D)"  # row label of a 2D model where a figure shows several views
 PAD = 2  # pixels between tiles
 DPI = 150
 
@@ -53,6 +66,18 @@ class Representative:
     trial_id: str
     run_dir: Path
     generator: torch.nn.Module
+    model: str = ""  # the zoo's model name (config model.name)
+
+    @property
+    def holistic(self) -> bool:
+        """One code for the whole face, no per-part generators (registry: weak
+        disentanglement, e.g. ide3d)."""
+        return model_design(self.model)[0] == "weak"
+
+    @property
+    def two_d(self) -> bool:
+        """A 2D model (registry: not 3D-aware, e.g. ssgan2d): it ignores the camera."""
+        return model_design(self.model)[1] is False
 
 
 @dataclass
@@ -100,7 +125,8 @@ def representatives(data: SweepData) -> tuple[list[Representative], list[str]]:
                 reasons.append(f"cannot load the generator ({error})")
                 continue
             reps.append(Representative(cell(row, "variant") or row["trial_id"],
-                                       row["trial_id"], Path(run_dir), loaded.generator))
+                                       row["trial_id"], Path(run_dir), loaded.generator,
+                                       str(loaded.config.model.name)))
             break
         else:
             problems.append(f"{', '.join(sorted(r['trial_id'] for r in rows))}: "
@@ -123,15 +149,28 @@ def _latents(generator: torch.nn.Module, n: int, stream: int) -> torch.Tensor:
         FIGURE_SEED + 1000 * stream))
 
 
-def _grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], title: str
-          ) -> tuple[Figure, Axes]:
-    """Equal-sized (H, W, 3) uint8 tiles as one mosaic, row labels left, column titles on top."""
+def _grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], title: str,
+          notes: Sequence[str] = (), mask_legend: bool = False) -> tuple[Figure, Axes]:
+    """Equal-sized (H, W, 3) uint8 tiles as one mosaic, row labels left, column titles on top;
+    under it the class colours of the masks (`mask_legend`) and `notes` (e.g. models left out,
+    and why)."""
     tiles = [tile for _, row in rows for tile in row]
     height, width = tiles[0].shape[:2]
     mosaic = image_grid(tiles, columns=len(columns), pad=PAD)
-    figure = Figure(layout="constrained", figsize=(TILE_INCHES * len(columns) + 1.3,
-                                                  TILE_INCHES * len(rows) + 0.5))
-    axis = figure.subplots()
+    inches = TILE_INCHES * len(columns) + 1.3
+    text = "\n".join(textwrap.fill(note, int(inches * NOTE_CHARS_PER_INCH)) for note in notes)
+    legend_columns = max(1, int(inches / LEGEND_ENTRY_INCHES))
+    legend_rows = math.ceil(len(CLASS_NAMES) / legend_columns) if mask_legend else 0
+    legend_inches = 0.13 * legend_rows + 0.2 if legend_rows else 0.0
+    note_inches = 0.1 * (text.count("\n") + 1) + 0.08 if text else 0.0
+    main_inches = TILE_INCHES * len(rows) + 0.5
+    figure = Figure(layout="constrained",
+                    figsize=(inches, main_inches + legend_inches + note_inches))
+    # the mosaic on top; a footer (class colours, notes) under it when there is one
+    main, footer = (figure.subfigures(2, 1, height_ratios=[main_inches,
+                                                           legend_inches + note_inches])
+                    if legend_inches or note_inches else (figure, None))
+    axis = main.subplots()
     axis.imshow(mosaic, interpolation="nearest")
     axis.set_xticks([PAD + c * (width + PAD) + width / 2 for c in range(len(columns))],
                     columns, fontsize=6)
@@ -141,7 +180,17 @@ def _grid(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], title: s
     axis.tick_params(length=0)
     for spine in axis.spines.values():
         spine.set_visible(False)
-    figure.suptitle(title, fontsize=8)
+    main.suptitle(title, fontsize=8)
+    if footer is not None and mask_legend:
+        handles = [Patch(facecolor=np.array(colour) / 255, edgecolor="0.6", linewidth=0.4,
+                         label=name) for name, colour in zip(CLASS_NAMES, CLASS_COLOURS,
+                                                             strict=True)]
+        footer.legend(handles=handles, loc="upper center", ncol=legend_columns, fontsize=6,
+                      frameon=False, title="mask classes", title_fontsize=6, handlelength=1.2,
+                      columnspacing=1.0, borderaxespad=0.0)
+    if footer is not None and text:
+        footer.text(0.01, 0.04 / (legend_inches + note_inches), text, fontsize=6, ha="left",
+                    va="bottom", multialignment="left")
     return figure, axis
 
 
@@ -215,43 +264,50 @@ def _fit(tile: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(tile).resize((size, size), Image.NEAREST))
 
 
-def editing(reps: list[Representative]) -> Figure:
+def editing(reps: list[Representative], notes: Sequence[str] = ()) -> Figure:
     """Part editing with difference maps (paper Figs. 4, 5): original, edited, difference and
-    masked difference (edited region blanked), D_mean / masked D_mean (Eq. 14) in the corner.
-    Uses the run's eval/difference_maps.npz when present, else renders a fixed latent."""
+    masked difference (edited region grey), D_mean / masked D_mean (Eq. 14) in the corner.
+    Uses the run's eval/difference_maps.npz when present, else renders a fixed latent; a 2D
+    model's views are one image, shown once."""
     entries = []
     for rep in reps:
-        for view, before, after, difference, region in (_maps_from_eval(rep.run_dir)
-                                                        or _maps_rendered(rep.generator)):
+        maps = _maps_from_eval(rep.run_dir) or _maps_rendered(rep.generator)
+        if rep.two_d:
+            maps = [(VIEW_FREE, *maps[0][1:])]
+        for view, before, after, difference, region in maps:
             outside = ~region
             masked = float(difference[outside].mean()) if outside.any() else float("nan")
-            entries.append((f"{rep.label}\n{view}", before, after, difference,
-                            difference * outside, float(difference.mean()), masked))
+            entries.append((f"{rep.label}\n{view}", before, after, difference, region,
+                            float(difference.mean()), masked))
     top = max(max(float(entry[3].max()) for entry in entries), 1e-6)
     colours = matplotlib.colormaps["inferno"]
     size = max(entry[1].shape[0] for entry in entries)
-    rows = [(label, [_fit(tile, size) for tile in (
-        before, after, *(np.asarray(colours(m / top)[..., :3] * 255, np.uint8)
-                         for m in (diff, masked_diff)))])
-        for label, before, after, diff, masked_diff, _, _ in entries]
+    rows = []
+    for label, before, after, diff, region, _, _ in entries:
+        coloured = colours(diff / top)[..., :3]  # (H, W, 3) in [0, 1]
+        # the edited region is excluded from masked D_mean: grey, not a colour of the scale
+        masked = np.where(region[..., None], EXCLUDED_GREY, coloured)
+        rows.append((label, [_fit(tile, size) for tile in (
+            before, after, *(np.asarray(m * 255, np.uint8) for m in (coloured, masked)))]))
     figure, axis = _grid(rows, ["original", f"{EDIT_PART} edited", "difference",
-                                "masked difference"],
+                                "masked difference\n(edited region grey)"],
                          f"Editing the {EDIT_PART}: D_mean and masked D_mean (Eq. 14) in the "
-                         "corner")
+                         "corner", notes)
     for r, entry in enumerate(entries):
         for c, value in ((2, entry[5]), (3, entry[6])):
             axis.text(PAD + c * (size + PAD) + size - 1, PAD + r * (size + PAD) + 1,
                       f"{value:.4f}", ha="right", va="top", fontsize=5, color="white",
                       bbox={"facecolor": "black", "alpha": 0.6, "pad": 0.5, "lw": 0})
     mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, top), colours)
-    bar = figure.colorbar(mappable, ax=axis, shrink=0.7, aspect=25)
+    bar = axis.figure.colorbar(mappable, ax=axis, shrink=0.7, aspect=25)
     bar.set_label("mean |RGB change| (pixels in [0, 1])", fontsize=6)
     bar.ax.tick_params(labelsize=6)
     return figure
 
 
-def multiview(reps: list[Representative]) -> Figure:
-    """Identities across yaw, images and masks (paper Fig. 6)."""
+def multiview(reps: list[Representative], notes: Sequence[str] = ()) -> Figure:
+    """Identities across yaw, images and masks (paper Fig. 6); a 2D model's rows are labelled
+    as ignoring the camera (its strip repeats one image)."""
     rows = []
     for rep in reps:
         w = _latents(rep.generator, MULTIVIEW_IDENTITIES, 0)
@@ -260,31 +316,54 @@ def multiview(reps: list[Representative]) -> Figure:
                       [(yaw, PITCH_MEAN) for _ in range(len(w)) for yaw in MULTIVIEW_YAWS])
         for i in range(MULTIVIEW_IDENTITIES):
             span = range(i * len(MULTIVIEW_YAWS), (i + 1) * len(MULTIVIEW_YAWS))
-            rows.append((f"{rep.label} #{i}", [to_uint8_image(out["image"][j]) for j in span]))
+            label = f"{rep.label} #{i}" + ("\n(2D: no yaw)" if rep.two_d else "")
+            rows.append((label, [to_uint8_image(out["image"][j]) for j in span]))
             rows.append(("mask", [colourise_mask(out["mask"][j]) for j in span]))
     columns = [f"yaw {yaw - YAW_MEAN:+.2f}" for yaw in MULTIVIEW_YAWS]
-    return _grid(rows, columns, "Multi-view synthesis: yaw relative to frontal (radians)")[0]
+    return _grid(rows, columns, "Multi-view synthesis: yaw relative to frontal (radians)",
+                 notes, mask_legend=True)[0]
 
 
-def progressive(reps: list[Representative]) -> Figure:
-    """Adding parts one at a time, at three views (paper Fig. 8)."""
+def holistic_edits(rep: Representative) -> str | None:
+    """What a reader must know to read a holistic model's part edits (None: not holistic)."""
+    if rep.holistic:
+        name = rep.label if rep.label == rep.model else f"{rep.label} ({rep.model})"
+        return (f"{name} is a holistic model: a part's shape code is the whole face's, so "
+                "editing or interpolating a part's shape changes the whole geometry (weak "
+                "disentanglement); a part's texture acts on its 3D region only.")
+    return None
+
+
+def no_progressive(rep: Representative) -> str | None:
+    """Why progressive generation is undefined for the model (None: it is defined)."""
+    if rep.holistic:
+        return (f"{rep.model} is a holistic model (one code for the whole face, no per-part "
+                "generators): progressive generation is undefined")
+    return None
+
+
+def progressive(reps: list[Representative], notes: Sequence[str] = ()) -> Figure:
+    """Adding parts one at a time, at three views (paper Fig. 8); a 2D model at one view.
+    Models for which it is undefined (`no_progressive`) must be left out by the caller."""
     steps = [[CLASS_IDS[name] for name in PROGRESSIVE_ORDER[: k + 1]]
              for k in range(len(PROGRESSIVE_ORDER))] + [None]
     views = {"left": (YAW_MEAN + SIDE_YAW, PITCH_MEAN), "frontal": (YAW_MEAN, PITCH_MEAN),
              "right": (YAW_MEAN - SIDE_YAW, PITCH_MEAN)}
     rows = []
     for rep in reps:
-        w = _latents(rep.generator, 1, 0).expand(len(views), -1, -1)
-        outs = [_render(rep.generator, w, list(views.values()), active_parts=parts)
-                for parts in steps]  # one batch of the three views per step
-        for v, view in enumerate(views):
+        shown = {VIEW_FREE: views["frontal"]} if rep.two_d else views
+        w = _latents(rep.generator, 1, 0).expand(len(shown), -1, -1)
+        outs = [_render(rep.generator, w, list(shown.values()), active_parts=parts)
+                for parts in steps]  # one batch of the views per step
+        for v, view in enumerate(shown):
             rows.append((f"{rep.label}\n{view}", [to_uint8_image(o["image"][v]) for o in outs]))
             rows.append(("mask", [colourise_mask(o["mask"][v]) for o in outs]))
     columns = [f"+{name}" for name in PROGRESSIVE_ORDER] + ["all parts"]
-    return _grid(rows, columns, "Progressive generation: parts added one at a time")[0]
+    return _grid(rows, columns, "Progressive generation: parts added one at a time", notes,
+                 mask_legend=True)[0]
 
 
-def interpolation(reps: list[Representative]) -> Figure:
+def interpolation(reps: list[Representative], notes: Sequence[str] = ()) -> Figure:
     """Part-level style interpolation: whole face, hair, mouth; shape versus texture (Fig. 10)."""
     kinds = [("whole face", None, "both"), ("hair shape", "hair", "shape"),
              ("hair texture", "hair", "texture"), ("mouth shape", "mouth", "shape"),
@@ -302,13 +381,15 @@ def interpolation(reps: list[Representative]) -> Figure:
                   [to_uint8_image(images[k * steps + i]) for i in range(steps)])
                  for k, (label, _, _) in enumerate(kinds)]
     return _grid(rows, [f"t = {t:g}" for t in INTERPOLATION_STEPS],
-                 "Part-level interpolation from latent A (t = 0) to latent B (t = 1), frontal")[0]
+                 "Part-level interpolation from latent A (t = 0) to latent B (t = 1), frontal",
+                 notes)[0]
 
 
 # ---- figures from the results ----------------------------------------------------------------
 
 def curves(data: SweepData) -> Figure | None:
-    """Training curves of every trial (metrics.jsonl / the W&B training history)."""
+    """Training curves of every trial (metrics.jsonl / the W&B training history); a trial has
+    one colour in every panel, also where other trials lack the metric."""
     history = data.history
     metrics = sorted(c for c in history.columns
                      if c not in ("iteration", "trial_id", "train/it_per_s"))
@@ -319,64 +400,89 @@ def curves(data: SweepData) -> Figure | None:
     figure = Figure(layout="constrained", figsize=(3.2 * columns, 2.4 * rows + 0.9))
     axes = figure.subplots(rows, columns, squeeze=False)
     labels = dict(zip(data.trials["trial_id"], data.trials["variant"], strict=True))
+    trials = sorted(history["trial_id"].unique())
+    palette = matplotlib.colormaps["tab10" if len(trials) <= 10 else "tab20"]
+    colour = {trial: palette(k % palette.N) for k, trial in enumerate(trials)}
     for index, metric in enumerate(metrics):
         axis = axes[index // columns][index % columns]
         for trial, rows_of_trial in history.groupby("trial_id", sort=True):
             points = rows_of_trial[["iteration", metric]].dropna().sort_values("iteration")
             if not points.empty:
-                label = f"{trial} ({labels[trial]})" if labels.get(trial) else str(trial)
-                axis.plot(points["iteration"], points[metric], label=label, lw=1, marker=".",
-                          markersize=3)
+                axis.plot(points["iteration"], points[metric], lw=1, marker=".", markersize=3,
+                          color=colour[trial])
         axis.set_title(metric, fontsize=8)
         axis.set_xlabel("iteration", fontsize=7)
         axis.tick_params(labelsize=6)
+        axis.yaxis.get_offset_text().set_fontsize(6)
     for index in range(len(metrics), rows * columns):
         axes[index // columns][index % columns].axis("off")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)),
+    handles = [Line2D([], [], color=colour[trial], lw=1, marker=".", markersize=3,
+                      label=f"{trial} ({labels[trial]})" if labels.get(trial) else str(trial))
+               for trial in trials]
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)),
                   fontsize=6)
     figure.suptitle("Training curves per trial", fontsize=9)
     return figure
 
 
 def bars(data: SweepData) -> Figure | None:
-    """Ablation bar charts: mean with std error bars over trials, n above each bar."""
+    """Ablation bar charts: mean with std error bars over trials, n above each bar.
+
+    Only what the sweep varies gets panels: Table 3's settings (relative depth, NeRF weights)
+    when the sweep has more than one of them, with a panel per metric some trial measured; the
+    lifting function and alpha when the sweep has more than one pair.
+    """
     panels: list[tuple[pd.DataFrame, str, str, str]] = []
     table = ablation(data).data
-    if not table.empty:
+    if len(table) > 1:
         panels += [(table, "setting", column, title) for column, title in
                    (("fid", "FID ↓"), ("photometric_l1", "view L1 ↓"),
-                    ("mask_miou", "mask mIoU ↑"))]
+                    ("mask_miou", "mask mIoU ↑")) if table[column].notna().any()]
     lift = lifting(data).data
     if len(lift) > 1:
         lift = lift.assign(setting=[f"{f}\nα={a:g}" for f, a in zip(lift["function"],
                                                                      lift["alpha"], strict=True)])
-        panels.append((lift, "setting", "fid", "lifting: FID ↓"))
+        panels.append((lift, "setting", "fid", "lifting ψ, α: FID ↓"))
     if not panels:
         return None
-    figure = Figure(layout="constrained", figsize=(3.0 * len(panels), 3.0))
-    axes = figure.subplots(1, len(panels), squeeze=False)
+    widths = [max(3.0, BAR_INCHES * len(frame) + 0.6) for frame, *_ in panels]
+    figure = Figure(layout="constrained", figsize=(sum(widths), 3.2))
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=widths)
     for axis, (frame, label, column, title) in zip(axes[0], panels, strict=True):
         means = frame[column].astype(float).fillna(0.0)
         errors = frame[f"{column}_std"].astype(float).fillna(0.0)
         x = np.arange(len(frame))
         axis.bar(x, means, yerr=errors, capsize=3, color="#4477aa")
         for position, (top, value) in enumerate(zip(means + errors, frame[column], strict=True)):
-            axis.text(position, top, "no data" if pd.isna(value)
-                      else f"n={frame['n'].iloc[position]}", ha="center", va="bottom", fontsize=6)
+            axis.annotate("no data" if pd.isna(value) else f"n={frame['n'].iloc[position]}",
+                          (position, top), xytext=(0, 2), textcoords="offset points",
+                          ha="center", va="bottom", fontsize=6)  # above the error bar's cap
         axis.margins(y=0.12)
-        axis.set_xticks(x, frame[label], fontsize=6, rotation=20, ha="right")
+        axis.set_xticks(x, ["\n".join(textwrap.fill(line, BAR_LABEL_CHARS)
+                                      for line in str(name).split("\n"))
+                            for name in frame[label]], fontsize=6)
         axis.set_title(title, fontsize=8)
         axis.tick_params(axis="y", labelsize=6)
-    figure.suptitle("Ablations: mean ± std over trials", fontsize=9)
+    figure.suptitle(textwrap.fill("Ablations: mean ± std over the n trials (seeds) of each "
+                                  "setting", int(sum(widths) * SUPTITLE_CHARS_PER_INCH)),
+                    fontsize=9)
     return figure
 
 
-RENDERED: dict[str, Callable[[list[Representative]], Figure]] = {
+RENDERED: dict[str, Callable[..., Figure]] = {  # (representatives, notes) -> figure
     "editing": editing, "multiview": multiview, "progressive": progressive,
     "interpolation": interpolation}
+# Rendered figure -> why a representative cannot be drawn in it (None: it can).
+UNDEFINED: dict[str, Callable[[Representative], str | None]] = {"progressive": no_progressive}
+# Rendered figure -> a note under the figure on how to read a representative's rows (or None).
+READING: dict[str, Callable[[Representative], str | None]] = {
+    "editing": holistic_edits, "interpolation": holistic_edits}
 FROM_RESULTS: dict[str, Callable[[SweepData], Figure | None]] = {
     "curves": curves, "bars": bars}
+NOTHING_TO_DRAW = {  # why a figure from the results is None
+    "curves": "no training history in this sweep",
+    "bars": "the sweep varies no ablated setting (relative depth, NeRF weights, lifting "
+            "function or alpha) across more than one value with results"}
 FIGURES = (*RENDERED, *FROM_RESULTS)
 
 
@@ -389,7 +495,7 @@ def build_figures(names: list[str], data: SweepData, folder: Path) -> list[Figur
         if name in FROM_RESULTS:
             figure = FROM_RESULTS[name](data)
             if figure is None:
-                results.append(FigureResult(name, [], [], "no data for it in this sweep"))
+                results.append(FigureResult(name, [], [], NOTHING_TO_DRAW[name]))
             else:
                 results.append(FigureResult(name, save_figure(figure, folder, name),
                                             list(data.trials["trial_id"])))
@@ -400,8 +506,22 @@ def build_figures(names: list[str], data: SweepData, folder: Path) -> list[Figur
             reason = "; ".join(problems) or "no trials"
             results.append(FigureResult(name, [], [], f"no generator to render: {reason}"))
             continue
-        figure = RENDERED[name](reps)
+        undefined = UNDEFINED.get(name, lambda rep: None)
+        drawn, left_out = [], []
+        for rep in reps:
+            why = undefined(rep)
+            if why is None:
+                drawn.append(rep)
+            else:
+                left_out.append(f"{rep.label} (trial {rep.trial_id}): {why}")
+        if not drawn:
+            results.append(FigureResult(name, [], [], "; ".join(left_out)))
+            continue
+        reading = READING.get(name, lambda rep: None)
+        notes = [note for rep in drawn if (note := reading(rep))]
+        figure = RENDERED[name](drawn, notes + [f"Not shown: {note}" for note in left_out])
         results.append(FigureResult(name, save_figure(figure, folder, name),
-                                    [rep.trial_id for rep in reps], missing=problems))
+                                    [rep.trial_id for rep in drawn],
+                                    missing=problems + left_out))
     return results
 

@@ -32,6 +32,9 @@ CI_LEVEL = 0.95
 BOOKKEEPING = (*ID_IGNORED, "train.seed", "train.checkpoint_every", "train.log_every",
                "train.sample_every")
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+# Metric groups whose metrics.json may say `<group>/not_applicable: "<why>"` (with the group's
+# values null, harness.metrics.views), and what the group is called in a footnote.
+NOT_APPLICABLE = {"view": "view consistency"}
 FID_REF = f"FID ({ref.SSGAN3D_LABEL})"
 
 
@@ -110,16 +113,43 @@ class Stat:
         return fmt_mean_std(self.mean, self.std, spec) + self.markers
 
 
+def not_applicable(row: pd.Series, key: str) -> str | None:
+    """Why metric `key` does not apply to the trial (its metrics.json's
+    `<group>/not_applicable`), or None."""
+    group, slash, _ = key.partition("/")
+    if not slash or group not in NOT_APPLICABLE:
+        return None
+    reason = cell(row, f"metrics.{group}/not_applicable")
+    return str(reason) if reason else None
+
+
+def inapplicable(rows: list[tuple[pd.Series, str]], key: str, notes: Footnotes) -> str:
+    """One footnote marker per reason for trials to which metric `key` does not apply,
+    naming each trial, its model and the reason; "" when there are none."""
+    what = NOT_APPLICABLE[key.partition("/")[0]] if rows else ""
+    by_reason: dict[str, list[str]] = {}
+    for row, reason in rows:
+        model = cell(row, "config.model.name")
+        by_reason.setdefault(reason, []).append(
+            f"{row['trial_id']} ({model})" if model else str(row["trial_id"]))
+    return "".join(notes.mark(f"{what} not applicable to trial{'s' if len(trials) > 1 else ''} "
+                              f"{', '.join(trials)}: {reason}")
+                   for reason, trials in by_reason.items())
+
+
 def metric_stat(group: pd.DataFrame, key: str, notes: Footnotes) -> Stat:
-    """Mean and std (ddof 1) of `metrics.<key>` over a row's trials; a footnote per gap."""
-    values, lacking = [], []
+    """Mean and std (ddof 1) of `metrics.<key>` over a row's trials; a footnote per gap
+    (a metric that does not apply to a trial gets its own footnote saying why)."""
+    values, lacking, moot = [], [], []
     for _, row in group.iterrows():
         value = number(cell(row, f"metrics.{key}"))
-        if value is None:
-            lacking.append(row)
-        else:
+        if value is not None:
             values.append(value)
-    markers = gaps(lacking, key, notes)
+        elif (reason := not_applicable(row, key)) is not None:
+            moot.append((row, reason))
+        else:
+            lacking.append(row)
+    markers = inapplicable(moot, key, notes) + gaps(lacking, key, notes)
     mean = float(np.mean(values)) if values else None
     std = float(np.std(values, ddof=1)) if len(values) > 1 else None
     return Stat(mean, std, len(values), markers)
@@ -319,10 +349,14 @@ def comparison(data: SweepData) -> Table:
         unknown = "" if strength is not None else notes.mark(
             f"model {model} is not registered in the zoo (models/): its design is unknown")
         fid, kid = metric_stat(group, "fid", notes), metric_stat(group, "kid", notes)
+        l1 = metric_stat(group, "view/photometric_l1", notes)
+        miou = metric_stat(group, "view/mask_miou", notes)
         paper = ref.COMPARISON_FID.get(str(model))
         rows.append({"method": model, "semantic_disentanglement": strength,
                      "three_d_aware": aware, "fid": fid.mean, "fid_std": fid.std,
-                     "kid": kid.mean, "kid_std": kid.std,
+                     "kid": kid.mean, "kid_std": kid.std, "photometric_l1": l1.mean,
+                     "photometric_l1_std": l1.std, "mask_miou": miou.mean,
+                     "mask_miou_std": miou.std,
                      "fid_extractor": strings(group, "fid_extractor"), "n": fid.n,
                      "paper_fid": paper})
         shown.append({
@@ -331,18 +365,21 @@ def comparison(data: SweepData) -> Table:
             else strength.capitalize(),
             "3D-aware": DASH + unknown if aware is None else ("✓" if aware else "✗"),
             "FID ↓": fid.text(".2f"), "KID ↓": kid.text(".4f"),
+            "View L1 ↓": l1.text(".4f"), "Mask mIoU ↑": miou.text(".3f"),
             "Feature extractor": strings(group, "fid_extractor") or DASH,
             "n": str(fid.n),
             FID_REF: fmt(paper, "g")})
     return _finish(
         "comparison",
         "Comparison (3D-SSGAN Table 2): semantic disentanglement and 3D awareness (from each "
-        "model's design in the zoo) and image quality (FID, KID; mean ± std over n trials)",
+        "model's design in the zoo), image quality (FID, KID) and measured view consistency "
+        "(photometric reprojection error and mask mIoU between views); mean ± std over n trials",
         rows, shown,
         ["method", "semantic_disentanglement", "three_d_aware", "fid", "fid_std", "kid",
-         "kid_std", "fid_extractor", "n", "paper_fid"],
-        ["Method", "Semantic disentanglement", "3D-aware", "FID ↓", "KID ↓",
-         "Feature extractor", "n", FID_REF],
+         "kid_std", "photometric_l1", "photometric_l1_std", "mask_miou", "mask_miou_std",
+         "fid_extractor", "n", "paper_fid"],
+        ["Method", "Semantic disentanglement", "3D-aware", "FID ↓", "KID ↓", "View L1 ↓",
+         "Mask mIoU ↑", "Feature extractor", "n", FID_REF],
         notes,
         ["(paper) column: published FIDs of 3D-SSGAN Table 2 (30K real vs 50K generated "
          "images); comparable only with measured numbers of the same dataset and extractor"],
