@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 LRELU_SLOPE = 0.2  # negative slope of every leaky ReLU (StyleGAN2)
 LRELU_GAIN = math.sqrt(2.0)  # gain that keeps the activation variance of a leaky ReLU at 1
@@ -29,6 +30,15 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
     (512 up to 64x64, then 256, 128, 64 at 128, 256, 512).
     """
     return max(1, min(channel_max, channel_base // resolution))
+
+
+def run_block(block: nn.Module, *inputs: Any, recompute: bool = False) -> Any:
+    """`block(*inputs)`; with `recompute` (and autograd on) its activations are not kept but
+    recomputed in backward (activation checkpointing: memory traded for one more forward).
+    Gradients, double backward (R1) and the RNG of noise injection are unchanged."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
 
 
 def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

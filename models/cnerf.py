@@ -141,6 +141,7 @@ class CNeRFGenerator(PartGenerator):
             config.feature_channels, config.num_parts, config.render_resolution,
             config.resolution, channel_base=config.render_channel_base,
             channel_max=config.render_channel_max,
+            checkpoint_resolution=config.checkpoint_resolution,
         )
 
     def density(self, sdf: torch.Tensor) -> torch.Tensor:
@@ -229,7 +230,8 @@ def build_discriminator(config: CNeRFConfig) -> DualBranchDiscriminator:
     semantic discriminator also sees image and mask)."""
     return DualBranchDiscriminator(config.resolution, config.num_parts,
                                    channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max)
+                                   channel_max=config.disc_channel_max,
+                                   checkpoint_resolution=config.checkpoint_resolution)
 
 
 PRESETS = {
@@ -245,7 +247,7 @@ PRESETS = {
                 render_channel_max=64, disc_channel_base=1024, disc_channel_max=64),
     # CNeRF's settings (`options.py`, `scripts/train_Full.sh`: --size 512); the harness's
     # paper preset adds SSGAN's training settings (batch 4 as CNeRF's per-GPU batch).
-    "paper": {},
+    "paper": dict(checkpoint_resolution=128),  # activation checkpointing: fits 12 GB at batch 4
 }
 
 register_model(ModelSpec(

@@ -7,18 +7,43 @@ std, a 3x3 conv and two linear layers give one logit. SSGAN runs both towers all
 to 4x4 and sums there (`merge_resolution=4`, the default); a larger `merge_resolution` sums
 earlier and shares the remaining residual blocks.
 
-R1 needs nothing special from the network: the caller marks the real image and mask as
-requiring grad and calls `losses.r1_penalty(logits, [image, mask])`, which returns one
-penalty per input so that each gets its own gamma.
+What a discriminator reads is named by generator-output keys: `image` and `mask`, plus, for a
+dual discriminator (EG3D, IDE-3D), the generator's low-resolution raw render `raw_image` /
+`raw_mask`. The training loop calls D(**discriminator_inputs(fake)) on generated pairs and
+D(**spec.real_inputs(config, image, mask)) on real ones (models.registry), so each model
+declares what it needs and the loop stays the same for all.
+
+R1 needs nothing special from the network: the caller marks every real input as requiring
+grad and calls `losses.r1_backward(logits, inputs, ...)`, one penalty per branch (image inputs,
+mask inputs) so that each gets its own gamma.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from models.blocks import ConvLayer, EqualLinear, MinibatchStd, ResBlock, channels_at
+from models.blocks import ConvLayer, EqualLinear, MinibatchStd, ResBlock, channels_at, run_block
 from models.render_net import is_power_of_two
+
+# Generator-output keys a discriminator may read, by R1 branch (image gamma, mask gamma).
+IMAGE_INPUTS = ("image", "raw_image")  # (B, 3, R, R); the raw render (B, 3, r, r)
+MASK_INPUTS = ("mask", "raw_mask")  # (B, K, R, R); the raw render (B, K, r, r)
+
+
+def discriminator_inputs(output: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keyword arguments of D on a generated batch: the keys of `IMAGE_INPUTS` and
+    `MASK_INPUTS` that the generator output carries."""
+    return {key: output[key] for key in IMAGE_INPUTS + MASK_INPUTS if key in output}
+
+
+def image_and_mask(config: Any, image: torch.Tensor, mask: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+    """A real batch as a single-resolution D reads it (the zoo's default `real_inputs`)."""
+    return {"image": image, "mask": mask}
 
 
 def res_blocks(resolution: int, stop: int, channel_base: int, channel_max: int) -> list[ResBlock]:
@@ -55,6 +80,7 @@ class DualBranchDiscriminator(nn.Module):
         merge_resolution: int = 4,
         image_channels: int = 3,
         mbstd_group_size: int = 4,
+        checkpoint_resolution: int | None = None,  # recompute blocks at >= this res; None: off
     ) -> None:
         super().__init__()
         if not (is_power_of_two(resolution) and resolution >= 8):
@@ -64,6 +90,8 @@ class DualBranchDiscriminator(nn.Module):
                 f"merge_resolution must be a power of two in [4, {resolution}]: {merge_resolution}"
             )
         widths = (channel_base, channel_max)
+        self.resolution = resolution
+        self.checkpoint_resolution = checkpoint_resolution
         self.image_tower = tower(image_channels, resolution, merge_resolution, *widths)
         self.mask_tower = tower(num_parts, resolution, merge_resolution, *widths)
         self.shared = nn.Sequential(*res_blocks(merge_resolution, 4, *widths))
@@ -77,7 +105,17 @@ class DualBranchDiscriminator(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """image (B, 3, R, R), mask (B, K, R, R) -> logits (B, 1)."""
-        x = self.image_tower(image) + self.mask_tower(mask)  # (B, c, merge, merge)
+        x = self._tower(self.image_tower, image) + self._tower(self.mask_tower, mask)
         x = self.shared(x)  # (B, c4, 4, 4)
         x = self.final_conv(self.mbstd(x))  # (B, c4, 4, 4)
         return self.final_linear(x.flatten(1))
+
+    def _tower(self, tower: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """A tower's stem and blocks (B, in, R, R) -> (B, c, merge, merge); blocks working at
+        `checkpoint_resolution` or above recompute their activations in backward."""
+        limit = self.checkpoint_resolution
+        resolution = self.resolution
+        for layer in tower:
+            x = run_block(layer, x, recompute=limit is not None and resolution >= limit)
+            resolution = x.shape[-1]
+        return x

@@ -11,7 +11,9 @@ edit of a part replaces), and its `forward` gives the slots their meaning (see m
     mask         (B, K, R, R)  high-resolution mask: upsample(coarse mask) + residual
     mask_coarse  (B, K, r, r)  rendered mask at the feature resolution, softmax over parts
 and, where the model has them: image_lr (B, 3, r, r), depth (B, 1, r, r) (expected ray
-distance, head units), part_depth (B, K, r, r) (2D part depth maps, for regularisers).
+distance, head units), part_depth (B, K, r, r) (2D part depth maps, for regularisers),
+raw_image (B, 3, r, r) and raw_mask (B, K, r, r) (the low-resolution render a dual
+discriminator reads, models.discriminator).
 """
 
 from __future__ import annotations

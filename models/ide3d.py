@@ -12,7 +12,9 @@ Pipeline (IDE-3D Sec. 3.1, Fig. 2, supplement B):
       S_l = sum_i w_i softmax(s(x_i)) at `render_resolution`
     -> 2D up-sampler with a segmentation branch (the zoo's render net): I_h = up(I_l) + R(C_l),
       S_h = up(S_l) + Delta S (the up-sampler predicts residuals of the low-resolution inputs)
-    -> dual discriminator on (I_h ++ up(I_l), S_h ++ up(S_l)) (`LowHighDiscriminator`)
+    -> dual discriminator on (I_h ++ up(I_l), S_h ++ up(S_l)) (`LowHighDiscriminator`, Eq. 2):
+      the generator returns I_l, S_l as `raw_image`, `raw_mask` for it; real pairs get their
+      copies at the render resolution from `real_inputs`
     -> density regularisation (Eq. 3), declared by `regularizers`.
 
 Latent layout and part editing. IDE-3D is holistic: one shape code and one texture code. The
@@ -34,9 +36,8 @@ Differences from IDE-3D, each for the shared harness: the up-sampler is SSGAN's 
 render net (so a regional texture edit reaches it only through the rendered features of the
 region); no pose conditioning of the mapping network (the zoo's latents carry no camera); no
 importance sampling (`ray_samples_*` uniform stratified samples, 96 = EG3D's 48 + 48); the
-discriminator is the shared dual-branch one (towers summed) fed the concatenations; the loop
-gives the discriminator (image, mask) only, so the low-resolution halves of a fake pair are its
-resized high-resolution outputs unless the caller passes `image_lr` / `mask_lr`.
+discriminator is the shared dual-branch one (towers summed) fed the concatenations; real images
+and masks are area-downsampled to the render resolution (EG3D: an antialiased resize).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class IDE3DGenerator(PartGenerator):
             config.feature_channels, config.num_parts, config.render_resolution,
             config.resolution, channel_base=config.render_channel_base,
             channel_max=config.render_channel_max,
+            checkpoint_resolution=config.checkpoint_resolution,
         )
 
     def sample_latents(
@@ -239,6 +241,8 @@ class IDE3DGenerator(PartGenerator):
             "mask": mask,  # (B, K, R, R) S_h
             "mask_coarse": mask_coarse,  # (B, K, r, r)
             "image_lr": image_lr,  # (B, 3, r, r)
+            "raw_image": image_lr,  # I_l for D_dual (models.discriminator.discriminator_inputs)
+            "raw_mask": mask_coarse,  # S_l for D_dual
             "depth": expected_depth(weights, t).reshape(batch, 1, r, r),  # head units
             "semantic_planes": semantic_planes,  # (B, 3, C_s, S, S) for the regulariser
         }
@@ -261,30 +265,37 @@ class LowHighDiscriminator(nn.Module):
     """IDE-3D's D_dual: the shared dual-branch discriminator on the high-resolution image and
     mask, each concatenated with its low-resolution version up-sampled (EG3D, IDE-3D Eq. 2).
 
-    Without `image_lr` / `mask_lr` (real pairs, and fake pairs from a caller that passes only
-    (image, mask)) the low-resolution version is the input average pooled to the render
-    resolution, as EG3D resizes real images.
+    The low-resolution inputs are the generator's raw render for generated pairs and, for real
+    pairs, the real image and mask at the render resolution (`real_inputs`).
     """
 
     def __init__(self, config: IDE3DConfig) -> None:
         super().__init__()
-        self.low = config.render_resolution
         self.net = DualBranchDiscriminator(
             config.resolution, 2 * config.num_parts, channel_base=config.disc_channel_base,
-            channel_max=config.disc_channel_max, image_channels=6)
+            channel_max=config.disc_channel_max, image_channels=6,
+            checkpoint_resolution=config.checkpoint_resolution)
 
-    def pair(self, high: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
-        """(B, C, R, R), (B, C, r, r) or None -> (B, 2C, R, R): high ++ up(low)."""
-        if low is None:
-            low = F.adaptive_avg_pool2d(high, self.low)
+    @staticmethod
+    def pair(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """(B, C, R, R), (B, C, r, r) -> (B, 2C, R, R): high ++ up(low)."""
         up = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([high, up], dim=1)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor,
-                image_lr: torch.Tensor | None = None, mask_lr: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """image (B, 3, R, R), mask (B, K, R, R) [, their (B, ., r, r) renders] -> (B, 1)."""
-        return self.net(self.pair(image, image_lr), self.pair(mask, mask_lr))
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, raw_image: torch.Tensor,
+                raw_mask: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, R, R), mask (B, K, R, R), their raw renders (B, 3 | K, r, r) -> (B, 1)."""
+        return self.net(self.pair(image, raw_image), self.pair(mask, raw_mask))
+
+
+def real_inputs(config: IDE3DConfig, image: torch.Tensor, mask: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+    """A real pair as D_dual reads it (Eq. 2: D(I, I_r, S_r, S)): the pair and its copy
+    area-downsampled to the render resolution, which D up-samples back like a raw render."""
+    r = config.render_resolution
+    return {"image": image, "mask": mask,
+            "raw_image": F.adaptive_avg_pool2d(image, r),  # (B, 3, r, r)
+            "raw_mask": F.adaptive_avg_pool2d(mask, r)}  # (B, K, r, r)
 
 
 PRESETS = {
@@ -300,12 +311,14 @@ PRESETS = {
                 decoder_hidden=32, feature_channels=16, ray_samples_train=12,
                 ray_samples_test=24, density_reg_points=256, render_channel_base=1024,
                 render_channel_max=64, disc_channel_base=1024, disc_channel_max=64),
-    "paper": {},  # 512 px output, 128 px neural rendering (supp. B, second stage)
+    # 512 px output, 128 px neural rendering (supp. B, second stage); activation checkpointing
+    "paper": dict(checkpoint_resolution=128),
 }
 
 register_model(ModelSpec(
     name="ide3d", config_class=IDE3DConfig, build_generator=IDE3DGenerator,
-    build_discriminator=LowHighDiscriminator, presets=PRESETS, disentanglement="weak",
+    build_discriminator=LowHighDiscriminator, real_inputs=real_inputs, presets=PRESETS,
+    disentanglement="weak",
     three_d_aware=True,
     description="IDE-3D: holistic semantic tri-plane GAN with dual decoders, regional texture",
 ))

@@ -8,11 +8,13 @@ intervals are applied by the training loop; these functions return unweighted te
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.discriminator import IMAGE_INPUTS, MASK_INPUTS
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,8 @@ def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def r1_penalty(real_logits: torch.Tensor, inputs: Sequence[torch.Tensor],
+               retain_graph: bool | None = None) -> list[torch.Tensor]:
     """Per input x: E_batch ||d sum(D) / d x||^2 (R1, Mescheder et al. 2018), one per input.
 
     `inputs` were fed to D with requires_grad; the graph is kept so the penalty trains D.
@@ -43,8 +46,40 @@ def r1_penalty(real_logits: torch.Tensor, inputs: Sequence[torch.Tensor]) -> lis
         (gamma_image / 2 * r1_image + gamma_mask / 2 * r1_mask) * interval,
     with gamma_image = 10, gamma_mask = 1000, interval = 16.
     """
-    grads = torch.autograd.grad(real_logits.sum(), list(inputs), create_graph=True)
+    grads = torch.autograd.grad(real_logits.sum(), list(inputs), create_graph=True,
+                                retain_graph=retain_graph)
     return [g.pow(2).flatten(1).sum(1).mean() for g in grads]
+
+
+def r1_backward(real_logits: torch.Tensor, inputs: Mapping[str, torch.Tensor],
+                gamma_image: float, gamma_mask: float, scale: float = 1.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backpropagate scale * (gamma_image / 2 * R1_image + gamma_mask / 2 * R1_mask) into D;
+    return (R1_image, R1_mask), detached.
+
+    `inputs` are D's keyword arguments on real data (models.discriminator), each fed with
+    requires_grad. A branch sums `r1_penalty` over its inputs: image and mask alone for a
+    single-resolution D; for a dual D, ||grad_I||^2 + ||grad_I_raw||^2 and likewise for the
+    mask, as EG3D penalises `image` and `image_raw` together.
+
+    The branches are differentiated one after the other from one forward graph: the same
+    gradient as one backward of their sum, but only one branch's double-backward graph is in
+    memory at a time (at 512 px that graph is most of a training step's peak memory).
+    """
+    unknown = set(inputs) - set(IMAGE_INPUTS + MASK_INPUTS)
+    assert not unknown, f"discriminator inputs without an R1 branch: {sorted(unknown)}"
+    branches = [(keys, gamma) for keys, gamma in ((IMAGE_INPUTS, gamma_image),
+                                                  (MASK_INPUTS, gamma_mask))]
+    values = []
+    for number, (keys, gamma) in enumerate(branches):
+        tensors = [inputs[key] for key in keys if key in inputs]
+        penalty = sum(r1_penalty(real_logits, tensors, retain_graph=True))
+        last = number == len(branches) - 1
+        if penalty.requires_grad:  # (a D linear in its inputs has a constant penalty)
+            (scale * gamma / 2 * penalty).backward(retain_graph=not last)
+        values.append(penalty.detach())
+        del penalty  # frees this branch's double-backward graph before the next one
+    return values[0], values[1]
 
 
 def path_length_penalty(

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from models.config import ModelConfig
+from models.discriminator import image_and_mask
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class ModelSpec:
     config_class: type[ModelConfig]  # typed config; its defaults are the paper's settings
     build_generator: Callable[[Any], nn.Module]  # config -> generator (see models.generator)
     build_discriminator: Callable[[Any], nn.Module]  # config -> discriminator on image + mask
+    # (config, real image (B, 3, R, R), real mask (B, K, R, R)) -> D's keyword arguments on real
+    # data, the same keys D gets from a generator output (models.discriminator); IDE-3D adds
+    # the low-resolution copies its dual discriminator reads
+    real_inputs: Callable[[Any, Tensor, Tensor], dict[str, Tensor]] = image_and_mask
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> model overrides
     disentanglement: str = "strong"  # "strong" (compositional) or "weak" (holistic), Table 2
     three_d_aware: bool = True  # renders from a 3D representation, Table 2

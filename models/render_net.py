@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.blocks import StyledConv, ToRGB, channels_at
+from models.blocks import StyledConv, ToRGB, channels_at, run_block
 
 
 def is_power_of_two(n: int) -> bool:
@@ -98,6 +98,7 @@ class RenderNet(nn.Module):
         channel_max: int = 512,
         min_resolution: int | None = None,
         image_channels: int = 3,
+        checkpoint_resolution: int | None = None,  # recompute blocks at >= this res; None: off
     ) -> None:
         super().__init__()
         start = in_resolution if min_resolution is None else min_resolution
@@ -115,6 +116,7 @@ class RenderNet(nn.Module):
         self.start_resolution = start
         self.blocks = nn.ModuleList()
         self.concat_at = []  # per block: whether its input is concatenated with the features
+        self.recompute_at = []  # per block: whether backward recomputes its activations
         channels = in_channels
         for i in range(int(math.log2(out_resolution // start)) + 1):
             res = start * 2**i
@@ -131,6 +133,8 @@ class RenderNet(nn.Module):
                 )
             )
             self.concat_at.append(concat)
+            self.recompute_at.append(checkpoint_resolution is not None
+                                     and res >= checkpoint_resolution)
             channels = out_channels
 
     def forward(
@@ -144,8 +148,10 @@ class RenderNet(nn.Module):
         if self.start_resolution < self.in_resolution:
             x = F.adaptive_avg_pool2d(feature, self.start_resolution)  # (B, C, min, min)
         image = mask = None
-        for block, concat in zip(self.blocks, self.concat_at, strict=True):
+        for block, concat, recompute in zip(self.blocks, self.concat_at, self.recompute_at,
+                                            strict=True):
             if concat:
                 x = torch.cat([x, feature], dim=1)  # SSGAN: re-inject the features at r
-            x, image, mask = block(x, image, mask, randomize_noise)
+            x, image, mask = run_block(block, x, image, mask, randomize_noise,
+                                       recompute=recompute)
         return image, mask

@@ -93,6 +93,7 @@ class SSGAN2DGenerator(PartGenerator):
             config.feature_channels, config.num_parts, config.render_resolution,
             config.resolution, channel_base=config.render_channel_base,
             channel_max=config.render_channel_max, min_resolution=min_resolution,
+            checkpoint_resolution=config.checkpoint_resolution,
         )
         has_depth = torch.ones(config.num_parts)
         has_depth[0] = 0  # SSGAN: no pseudo-depth for the background generator
@@ -142,7 +143,8 @@ def build_discriminator(config: SSGAN2DConfig) -> DualBranchDiscriminator:
     """SSGAN's dual-branch discriminator on (image, mask) at the output resolution."""
     return DualBranchDiscriminator(config.resolution, config.num_parts,
                                    channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max)
+                                   channel_max=config.disc_channel_max,
+                                   checkpoint_resolution=config.checkpoint_resolution)
 
 
 PRESETS = {
@@ -156,7 +158,9 @@ PRESETS = {
                 feature_channels=32, base_layers=1, shape_layers=2, texture_layers=2,
                 render_channel_base=1024, render_channel_max=64, disc_channel_base=1024,
                 disc_channel_max=64),
-    "paper": {},  # SSGAN train.py: --size 512, coarse 64, min_feat 16, 10 local layers
+    # SSGAN train.py: --size 512, coarse 64, min_feat 16, 10 local layers; plus activation
+    # checkpointing at 128 px and above
+    "paper": dict(checkpoint_resolution=128),
 }
 
 register_model(ModelSpec(

@@ -147,6 +147,7 @@ class SSGAN3DGenerator(PartGenerator):
             config.feature_channels, config.num_parts, config.render_resolution,
             config.resolution, channel_base=config.render_channel_base,
             channel_max=config.render_channel_max,
+            checkpoint_resolution=config.checkpoint_resolution,
         )
         self.lifting = LiftingConfig(config.lifting.function, config.lifting.alpha)
         relative = torch.tensor([config.relative_depth and name in config.relative_parts
@@ -282,7 +283,8 @@ def build_discriminator(config: SSGAN3DConfig) -> DualBranchDiscriminator:
     """SSGAN's dual-branch discriminator on (image, mask) at the output resolution."""
     return DualBranchDiscriminator(config.resolution, config.num_parts,
                                    channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max)
+                                   channel_max=config.disc_channel_max,
+                                   checkpoint_resolution=config.checkpoint_resolution)
 
 
 PRESETS = {
@@ -296,7 +298,7 @@ PRESETS = {
                 base_layers=1, shape_layers=2, texture_layers=2, ray_samples_train=12,
                 ray_samples_test=24, mask_warmup_iterations=100, render_channel_base=1024,
                 render_channel_max=64, disc_channel_base=1024, disc_channel_max=64),
-    "paper": {},
+    "paper": dict(checkpoint_resolution=128),  # activation checkpointing: fits 12 GB at batch 4
 }
 
 register_model(ModelSpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from harness.config import PRESET_NAMES, load_config
 from harness.training.loop import training_loop
 from harness.training.samples import view_cameras
+from models import registry
 from models.cnerf import CNeRFGenerator
+from models.discriminator import IMAGE_INPUTS, MASK_INPUTS, discriminator_inputs
 from models.film_siren import PartFiLMSiren
 from models.generator import part_slots
 from models.ide3d import IDE3DGenerator, texture_groups
@@ -74,7 +77,7 @@ def test_outputs_and_discriminator_shapes(name: str) -> None:
     # The coarse mask is 2 * (a distribution over the K classes) - 1 at every pixel.
     torch.testing.assert_close(((out["mask_coarse"] + 1) / 2).sum(1), torch.ones(2, r, r))
     assert torch.isfinite(out["image"]).all() and torch.isfinite(out["mask"]).all()
-    assert discriminator(out["image"], out["mask"]).shape == (2, 1)
+    assert discriminator(**discriminator_inputs(out)).shape == (2, 1)
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -289,17 +292,70 @@ def test_ide3d_density_regularizer_and_low_high_discriminator() -> None:
     assert generator.semantic_decoder[0].weight.grad is not None
     off = build("ide3d", "model.density_reg_weight=0").train()
     assert off.regularizers(off(latents(off), *cameras(2)))["density"] == 0
+
+
+def test_ide3d_dual_discriminator_reads_the_raw_render_and_trains_it() -> None:
+    generator = build("ide3d").train()
+    out = generator(latents(generator), *cameras(2))
+    inputs = discriminator_inputs(out)
+    assert inputs["raw_image"] is out["image_lr"] and inputs["raw_mask"] is out["mask_coarse"]
     config = load_config(None, "smoke", ["model.name=ide3d"])
     torch.manual_seed(0)
     discriminator = get_model("ide3d").build_discriminator(config.model)
-    image, mask = out["image"].detach(), out["mask"].detach()
-    pooled_image = F.adaptive_avg_pool2d(image, config.model.render_resolution)
-    pooled_mask = F.adaptive_avg_pool2d(mask, config.model.render_resolution)
-    torch.testing.assert_close(discriminator(image, mask),
-                               discriminator(image, mask, pooled_image, pooled_mask))
-    with_render = discriminator(image, mask, out["image_lr"].detach(),
-                                out["mask_coarse"].detach())
-    assert not torch.allclose(with_render, discriminator(image, mask))
+    # D reads the low-resolution render: the generator's loss reaches I_l through it, not
+    # only through the up-sampled residual path of I_h.
+    (grad,) = torch.autograd.grad(discriminator(**inputs).sum(), out["raw_image"],
+                                  retain_graph=True)
+    assert grad.abs().sum() > 0
+    r = config.model.render_resolution
+    resized = {**inputs, "raw_image": F.adaptive_avg_pool2d(out["image"], r)}
+    assert not torch.allclose(discriminator(**inputs), discriminator(**resized))
+    # A real pair: its raw halves are the pair area-downsampled to the render resolution.
+    assert config.model.resolution == 2 * r  # 2x2 blocks below
+    image, mask = torch.rand(2, 3, 2 * r, 2 * r) * 2 - 1, torch.rand(2, K, 2 * r, 2 * r) * 2 - 1
+    real = get_model("ide3d").real_inputs(config.model, image, mask)
+    assert set(real) == set(inputs)
+    torch.testing.assert_close(real["raw_image"][:, :, 1, 2], image[:, :, 2:4, 4:6].mean((2, 3)))
+    torch.testing.assert_close(real["raw_mask"][:, :, 3, 0], mask[:, :, 6:8, 0:2].mean((2, 3)))
+    with pytest.raises(TypeError):  # no silent fallback to a resized high-resolution input
+        discriminator(out["image"], out["mask"])
+
+
+def test_the_loop_gives_ide3d_d_the_raw_render_and_r1_on_every_real_input(
+        tmp_path: Path, smoke_overrides, monkeypatch) -> None:
+    spec = get_model("ide3d")
+    renders: list[dict[str, torch.Tensor]] = []  # every generator output of the run
+    calls: list[dict[str, torch.Tensor]] = []  # every discriminator input of the run
+
+    def build_generator(config):
+        generator = spec.build_generator(config)
+        generator.register_forward_hook(lambda module, args, out: renders.append(out))
+        return generator
+
+    def build_discriminator(config):
+        discriminator = spec.build_discriminator(config)
+        discriminator.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+        return discriminator
+
+    monkeypatch.setitem(registry._MODELS, "ide3d", dataclasses.replace(
+        spec, build_generator=build_generator, build_discriminator=build_discriminator))
+    config = load_config(None, "smoke", [*smoke_overrides, "model.name=ide3d",
+                                         "train.iterations=1"])
+    training_loop(config, tmp_path / "run", progress=False)
+    # Iteration 0: D(fake), D(real), D(real) for lazy R1, then D(fake) in the G step.
+    assert len(calls) == 4 and all(set(call) == set(IMAGE_INPUTS + MASK_INPUTS) for call in calls)
+    fakes, reals = [calls[0], calls[3]], calls[1:3]
+    r = config.model.render_resolution
+    for call in fakes:  # the generator's own low-resolution render, not a resized output
+        out = next(out for out in renders if out["image"] is call["image"])
+        assert call["raw_image"] is out["image_lr"] and call["raw_mask"] is out["mask_coarse"]
+        assert not torch.allclose(call["raw_image"], F.adaptive_avg_pool2d(call["image"], r))
+    assert calls[3]["raw_image"].requires_grad  # the G step trains the render through D
+    for call in reals:
+        torch.testing.assert_close(call["raw_image"], F.adaptive_avg_pool2d(call["image"], r))
+        torch.testing.assert_close(call["raw_mask"], F.adaptive_avg_pool2d(call["mask"], r))
+    assert all(value.requires_grad for value in reals[1].values())  # R1 on what D sees
 
 
 def test_triplane_sampling_is_bilinear_and_generator_shapes() -> None:

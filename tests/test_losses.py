@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from models.discriminator import DualBranchDiscriminator
 from models.losses import (
     d_logistic_loss,
     depth_smoothness_loss,
@@ -16,6 +17,7 @@ from models.losses import (
     g_nonsaturating_loss,
     mask_consistency_loss,
     path_length_penalty,
+    r1_backward,
     r1_penalty,
 )
 
@@ -41,6 +43,49 @@ def test_r1_penalty_matches_the_analytic_gradient() -> None:
     torch.testing.assert_close(r1_x, expected_x)
     assert r1_m.item() == pytest.approx(c**2 * 2 * 5 * 5)
     assert r1_x.requires_grad  # differentiable, so the penalty trains D
+
+
+def test_r1_backward_sums_each_branchs_inputs() -> None:
+    # D = sum(a x) + sum(b x_raw) + sum(c m) + sum(d m_raw): a branch's penalty is the sum of
+    # its inputs' squared gradients, ||a||^2 + ||b||^2 and ||c||^2 + ||d||^2 per sample.
+    inputs = {"image": torch.randn(2, 3, 8, 8), "raw_image": torch.randn(2, 3, 4, 4),
+              "mask": torch.randn(2, 5, 8, 8), "raw_mask": torch.randn(2, 5, 4, 4)}
+    inputs = {key: value.requires_grad_(True) for key, value in inputs.items()}
+    scale = {"image": 1.0, "raw_image": 2.0, "mask": 3.0, "raw_mask": 4.0}
+    logits = sum((scale[key] * value).flatten(1).sum(1, keepdim=True)
+                 for key, value in inputs.items())
+    image, mask = r1_backward(logits, inputs, 1.0, 1.0)
+    assert image.item() == pytest.approx(1 * 3 * 64 + 4 * 3 * 16)
+    assert mask.item() == pytest.approx(9 * 5 * 64 + 16 * 5 * 16)
+    single = {key: inputs[key] for key in ("image", "mask")}  # a single-resolution D
+    image, mask = r1_backward(sum(value.sum() for value in single.values()).view(1, 1), single,
+                              1.0, 1.0)
+    assert (image.item(), mask.item()) == pytest.approx((3 * 64, 5 * 64))
+
+
+def test_r1_backward_equals_one_backward_of_the_weighted_sum() -> None:
+    torch.manual_seed(0)
+    disc = DualBranchDiscriminator(16, 5, channel_base=128, channel_max=8).double()
+    real = {"image": torch.randn(4, 3, 16, 16, dtype=torch.double),
+            "mask": torch.randn(4, 5, 16, 16, dtype=torch.double)}
+    gammas, interval = (10.0, 1000.0), 16
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.clone() for p in disc.parameters() if p.grad is not None]
+        disc.zero_grad(set_to_none=True)
+        return out
+
+    inputs = {key: value.clone().requires_grad_(True) for key, value in real.items()}
+    r1_image, r1_mask = r1_penalty(disc(**inputs), list(inputs.values()))
+    ((gammas[0] / 2 * r1_image + gammas[1] / 2 * r1_mask) * interval).backward()
+    reference = grads()
+    inputs = {key: value.clone().requires_grad_(True) for key, value in real.items()}
+    values = r1_backward(disc(**inputs), inputs, *gammas, scale=interval)
+    branchwise = grads()
+    assert len(reference) == len(branchwise) > 0
+    for a, b in zip(reference, branchwise, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.stack(values), torch.stack([r1_image, r1_mask]).detach())
 
 
 def test_path_length_penalty_for_a_scaled_identity_generator() -> None:

@@ -40,8 +40,10 @@ from torch import nn
 
 from harness.bench.measure import interleaved_medians, median_seconds, status_bytes, sync
 from harness.config import ExperimentConfig, load_config
-from harness.training.loop import resolve_device, sample_cameras
+from harness.training.cameras import sample_cameras
+from harness.training.loop import resolve_device
 from models.camera import PITCH_MEAN, YAW_MEAN, intrinsics, look_at_origin
+from models.discriminator import discriminator_inputs
 from models.losses import (
     d_loss_fake,
     d_loss_real,
@@ -96,20 +98,21 @@ def setup(name: str, preset: str, device: torch.device) -> Setup:
 def train_step(s: Setup) -> None:
     """One step of the shared loop (harness.training.loop) without data loading and R1."""
     batch, train = s.config.train.batch_size, s.config.train
+    real = get_model(s.config.model.name).real_inputs(s.config.model, s.real_image, s.real_mask)
     s.discriminator.requires_grad_(True)
     with torch.no_grad():
         w = s.generator.sample_latents(batch, generator=s.rng)
         fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
     s.d_opt.zero_grad(set_to_none=True)
-    d_loss_fake(s.discriminator(fake["image"], fake["mask"])).backward()
+    d_loss_fake(s.discriminator(**discriminator_inputs(fake))).backward()
     del fake
-    d_loss_real(s.discriminator(s.real_image, s.real_mask)).backward()
+    d_loss_real(s.discriminator(**real)).backward()
     s.d_opt.step()
     s.discriminator.requires_grad_(False)
     w = s.generator.sample_latents(batch, generator=s.rng)
     fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
     extra = s.generator.regularizers(fake) if hasattr(s.generator, "regularizers") else {}
-    g_loss = (g_nonsaturating_loss(s.discriminator(fake["image"], fake["mask"]))
+    g_loss = (g_nonsaturating_loss(s.discriminator(**discriminator_inputs(fake)))
               + train.mask_consistency_weight * mask_consistency_loss(fake["mask_coarse"],
                                                                       fake["mask"])
               + sum(extra.values()))

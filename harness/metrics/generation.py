@@ -14,22 +14,17 @@ import ctypes.util
 import platform
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.config import ExperimentConfig
-from harness.data.loading import prepared_dataset_dir
-from harness.data.prepared import mirror_camera
-from harness.training.loop import sample_cameras
+from harness.training import cameras
+from harness.training.cameras import CameraSampler, sample_cameras
 from harness.training.samples import view_cameras
-
-# (n, random stream, device) -> cam2world (n, 4, 4), intrinsics (n, 3, 3)
-CameraSampler = Callable[[int, torch.Generator, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -99,32 +94,9 @@ def frontal_cameras(n: int, device: torch.device) -> tuple[torch.Tensor, torch.T
     return cam2world[1:2].expand(n, 4, 4), intrinsic[1:2].expand(n, 3, 3)
 
 
-def dataset_camera_sampler(config: ExperimentConfig) -> CameraSampler:
-    """Cameras drawn uniformly from the training split's poses (mirrored half the time when
-    the data is x-flipped, as in training)."""
-    path = prepared_dataset_dir(config.data, config.model.resolution)
-    train = np.load(path / "split.npy") == 0
-    cameras = torch.from_numpy(np.load(path / "cameras.npy")[train])  # (N, 4, 4)
-    intrinsic = torch.from_numpy(np.load(path / "intrinsics.npy")[train])  # (N, 3, 3)
-    flip = config.data.flip
-
-    def sample(n: int, stream: torch.Generator, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(len(cameras), (n,), generator=stream)
-        cam2world = cameras[index]
-        if flip:
-            mirrored = torch.rand(n, generator=stream) < 0.5
-            cam2world = torch.where(mirrored[:, None, None], mirror_camera(cam2world), cam2world)
-        return cam2world.to(device), intrinsic[index].to(device)
-
-    return sample
-
-
 def camera_sampler(config: ExperimentConfig) -> CameraSampler:
     """The FID/KID camera source of `config.evaluate.cameras`: "prior" or "dataset"."""
-    if config.evaluate.cameras == "dataset":
-        return dataset_camera_sampler(config)
-    return prior_cameras
+    return cameras.camera_sampler(config.evaluate.cameras, config)
 
 
 def render(generator: torch.nn.Module, w: torch.Tensor, cam2world: torch.Tensor,

@@ -30,6 +30,7 @@ from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text, atomic_write_yaml
 from harness.tracking import Tracker
 from harness.training import checkpoint as ckpt
+from harness.training.cameras import camera_sampler
 from harness.training.distributed import (
     DistInfo,
     all_ranks_finite,
@@ -39,14 +40,14 @@ from harness.training.distributed import (
     init_distributed,
 )
 from harness.training.samples import save_sample_grid
-from models.camera import CameraPrior, intrinsics, look_at_origin
+from models.discriminator import discriminator_inputs
 from models.losses import (
     d_loss_fake,
     d_loss_real,
     ema_update,
     g_nonsaturating_loss,
     mask_consistency_loss,
-    r1_penalty,
+    r1_backward,
 )
 from models.registry import get_model
 
@@ -89,14 +90,6 @@ def iteration_generator(seed: int, iteration: int, rank: int, stream: int) -> to
     """A CPU generator for one random stream of one iteration on one rank."""
     key = ((seed * 1_000_003 + iteration) * 1_009 + rank) * 17 + stream
     return torch.Generator().manual_seed(key % (2**63))
-
-
-def sample_cameras(
-    batch: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cameras from the paper's prior: cam2world (B, 4, 4) and intrinsics (B, 3, 3)."""
-    angles = CameraPrior().sample(batch, generator)
-    return look_at_origin(angles).to(device), intrinsics().expand(batch, 3, 3).to(device)
 
 
 def _check_run_dir_config(run_dir: Path, config: ExperimentConfig) -> None:
@@ -186,6 +179,7 @@ def training_loop(
     if dataset is None:
         dataset = open_dataset(config.data, config.model.resolution)
 
+    fake_cameras = camera_sampler(train.fake_cameras, config)
     spec = get_model(config.model.name)
     torch.manual_seed(train.seed)
     generator = spec.build_generator(config.model).to(device)
@@ -263,32 +257,29 @@ def training_loop(
         rng_fake = iteration_generator(train.seed, iteration, info.rank, 2)
         generator.train()
 
-        # Discriminator step: real (image, one-hot mask) against generated pairs.
-        real_image, real_mask = _real_batch(
-            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
+        # Discriminator step: real (image, one-hot mask) against generated pairs, each given to
+        # D as the model declares (models.discriminator; IDE-3D adds low-resolution copies).
+        real = spec.real_inputs(config.model, *_real_batch(
+            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device))
         _set_requires_grad(discriminator, True)
         with torch.no_grad():
             w = generator.sample_latents(local_batch, generator=rng_fake)
-            fake = generator(w, *sample_cameras(local_batch, rng_fake, device),
+            fake = generator(w, *fake_cameras(local_batch, rng_fake, device),
                              iteration=iteration)
         # The two halves of the logistic loss backward one at a time: the same gradient as
         # backward of their sum, with one discriminator graph in memory instead of two.
         d_opt.zero_grad(set_to_none=True)
-        d_fake = d_loss_fake(discriminator(fake["image"], fake["mask"]))
+        d_fake = d_loss_fake(discriminator(**discriminator_inputs(fake)))
         d_fake.backward()
         del fake
-        d_real = d_loss_real(discriminator(real_image, real_mask))
+        d_real = d_loss_real(discriminator(**real))
         d_real.backward()
         losses = {"d_loss": (d_real + d_fake).detach()}
         if iteration % train.d_reg_every == 0:
-            real_image.requires_grad_(True)
-            real_mask.requires_grad_(True)
-            real_logits = discriminator(real_image, real_mask)
-            grad_image, grad_mask = r1_penalty(real_logits, [real_image, real_mask])
-            r1 = (train.r1_gamma_image / 2 * grad_image + train.r1_gamma_mask / 2 * grad_mask)
-            (r1.mean() * train.d_reg_every).backward()
-            losses["r1_image"], losses["r1_mask"] = grad_image.mean().detach(), \
-                grad_mask.mean().detach()
+            real = {key: value.detach().requires_grad_(True) for key, value in real.items()}
+            losses["r1_image"], losses["r1_mask"] = r1_backward(
+                discriminator(**real), real, train.r1_gamma_image, train.r1_gamma_mask,
+                scale=train.d_reg_every)
         average_gradients(discriminator, info)
         _clip(discriminator, train.max_grad_norm)
         d_opt.step()
@@ -296,8 +287,8 @@ def training_loop(
         # Generator step.
         _set_requires_grad(discriminator, False)
         w = generator.sample_latents(local_batch, generator=rng_fake)
-        fake = generator(w, *sample_cameras(local_batch, rng_fake, device), iteration=iteration)
-        g_adv = g_nonsaturating_loss(discriminator(fake["image"], fake["mask"]))
+        fake = generator(w, *fake_cameras(local_batch, rng_fake, device), iteration=iteration)
+        g_adv = g_nonsaturating_loss(discriminator(**discriminator_inputs(fake)))
         g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
         extra = generator.regularizers(fake) if hasattr(generator, "regularizers") else {}
         g_loss = g_adv + train.mask_consistency_weight * g_mask + sum(extra.values())
