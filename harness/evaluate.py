@@ -6,11 +6,12 @@ run tracks to W&B. Metrics (default: all; sample counts from the run's preset, `
 
   fid, kid     torch-fidelity FID/KID of generated images (truncation 1, cameras from the pose
                prior or, with --set evaluate.cameras=dataset, the data's poses) against every
-               real image. Synthetic data: the shipped `synthface-v1` features (printed beside
-               every number: not an Inception FID). Real data: `inception-v3-compat`, whose
+               real image. Synthetic data: the shipped `synthface-v2` features (printed beside
+               every number: not an Inception FID; `--set evaluate.fid_extractor=synthface-v1`
+               for the earlier, realism-blind network). Real data: `inception-v3-compat`, whose
                weights must already be on disk (--inception-weights, or torch's hub cache).
   id           identity consistency: cosine similarity of face embeddings of one latent at two
-               random poses (synthface-v1 on synthetic data; an insightface ArcFace ONNX file
+               random poses (synthface-v2 on synthetic data; an insightface ArcFace ONNX file
                on real data, on a fixed centre crop: no landmark alignment).
   disentangle  3D-SSGAN Table 1: D_mean and masked D_mean of part edits (Eq. 14) for mouth,
                eyes, brows, nose and hair, at the frontal and at random cameras.

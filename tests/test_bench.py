@@ -84,3 +84,22 @@ def test_random_prepared_stand_in_data_loads_at_any_resolution(tmp_path) -> None
     config = load_config(None, "smoke", ["data.source=celebamask-hq", f"data.path={path}"])
     dataset = open_dataset(config.data, 16)
     assert len(dataset) == 4 and dataset[0]["image"].shape == (3, 16, 16)
+
+
+def test_bench_eval_times_the_fid_pipeline_and_its_parts(data_cache, monkeypatch) -> None:
+    from harness.bench.__main__ import SECTIONS
+    from harness.bench.evaluation import bench_eval
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(data_cache))  # the smoke data of the session
+    result = bench_eval(CPU, preset="smoke", count=6, repeats=1, extractor="synthface-v1")
+    assert "eval" in SECTIONS and result["images"] == 6 and result["extractor"] == "synthface-v1"
+    for key in ("pipeline", "generator", "extractor", "statistics"):
+        for clock in ("s", "cpu_s"):
+            value = result[f"{key}_{clock}"]
+            assert math.isfinite(value) and value > 0, (key, clock)
+    for key in ("pipeline", "generator", "extractor"):
+        assert result[f"{key}_images_per_s"] == 6 / result[f"{key}_s"]
+    cpu = result["pipeline_cpu_s"] / (result["generator_cpu_s"] + result["extractor_cpu_s"]) - 1
+    wall = result["pipeline_s"] / (result["generator_s"] + result["extractor_s"]) - 1
+    assert result["clock"] == "cpu" and result["overhead"] == cpu > -1
+    assert result["overhead_wall"] == wall > -1

@@ -15,16 +15,19 @@ import torch
 
 from harness.cli import run_main
 from harness.config import config_to_dict, load_config
+from harness.data.classes import CLASS_NAMES
 from harness.evaluate import build_parser, evaluate_run, main
 from harness.training.loop import training_loop
 from models.registry import get_model, model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("mouth", "eyes", "brows", "nose", "hair")
-METRICS = ("fid", "kid", "id", "disentangle", "views")
+METRICS = ("fid", "kid", "id", "disentangle", "views", "classes")
 CONTRACT_KEYS = {
     "fid", "kid", "kid_std", "fid_extractor", "id_consistency", "id_consistency_std", "id_model",
     "view/photometric_l1", "view/mask_miou", "checkpoint", "iteration", "seed", "model",
+    "mask/class_tv", *(f"mask/{kind}/{name}" for kind in ("class_freq", "class_freq_data")
+                       for name in CLASS_NAMES),
     *(f"{kind}/{part}@{view}" for kind in ("d_mean", "d_mean_masked") for part in PARTS
       for view in ("frontal", "random")),
     *(f"{kind}/{metric}" for kind in ("num_samples", "seconds", "images_per_second")
@@ -67,12 +70,13 @@ def test_metrics_json_has_exactly_the_contract_keys(run_dir: Path, evaluated: di
     assert set(written) == CONTRACT_KEYS | EXTRA_KEYS
     assert written["checkpoint"] == "checkpoints/network-snapshot-00000004.pt"
     assert written["iteration"] == 4 and written["seed"] == 0 and written["model"] == "3dssgan"
-    assert written["fid_extractor"] == "synthface-v1" and written["id_model"] == "synthface-v1"
+    assert written["fid_extractor"] == "synthface-v2" and written["id_model"] == "synthface-v2"
     config = load_config(run_dir / "config.yaml")
     assert written["num_samples/fid"] == config.evaluate.fid_samples == 32
     assert written["num_samples/disentangle"] == config.evaluate.disentangle_samples
     assert written["fid"] > 0 and -1 <= written["id_consistency"] <= 1
     assert 0 <= written["view/mask_miou"] <= 1
+    assert 0 <= written["mask/class_tv"] <= 1
     for metric in METRICS:
         assert written[f"seconds/{metric}"] > 0 and written[f"images_per_second/{metric}"] > 0
 
@@ -105,20 +109,44 @@ def test_offline_wandb_eval_run_has_the_summary(run_dir: Path, evaluated: dict) 
     assert summary["eval/disentanglement"]["nrows"] == len(PARTS) * 2
 
 
+def test_offline_wandb_eval_run_has_per_sample_disentanglement_rows(
+    run_dir: Path, evaluated: dict,
+) -> None:
+    """The eval run's table eval/disentanglement_samples holds eval/disentangle.csv's rows."""
+    eval_id = (run_dir / "wandb_run_id.eval").read_text().strip()
+    runs = list((run_dir / "wandb-files" / "wandb").glob(f"offline-run-*-{eval_id}"))
+    assert len(runs) == 1
+    read = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json",
+                           str(next(runs[0].glob("*.wandb")))],
+                          capture_output=True, text=True, timeout=120, check=True)
+    entry = json.loads(read.stdout)["summary"]["eval/disentanglement_samples"]
+    rows = len(PARTS) * 2 * evaluated["num_samples/disentangle"]
+    assert entry["_type"] == "table-file" and entry["nrows"] == rows
+    table = json.loads((runs[0] / "files" / entry["path"]).read_text())
+    assert table["columns"] == ["sample", "part", "view", "what", "d_mean", "d_mean_masked"]
+    csv = pd.read_csv(run_dir / "eval" / "disentangle.csv")
+    assert len(table["data"]) == len(csv) == rows
+    for logged, (_, row) in zip(table["data"], csv.iterrows(), strict=True):
+        assert logged[:4] == [row["sample"], row["part"], row["view"], row["what"]]
+        assert logged[4] == pytest.approx(row["d_mean"], rel=1e-6)
+        masked = np.nan if logged[5] is None else logged[5]
+        assert masked == pytest.approx(row["d_mean_masked"], rel=1e-6, nan_ok=True)
+
+
 def test_cli_prints_extractor_names_and_merges_metrics(
     run_dir: Path, evaluated: dict, capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, _ = _cli([str(run_dir), "--metrics", "kid,views", "--num-samples", "6",
                          "--no-wandb", "--quiet"], capsys)
     assert code == 0
-    assert "KID (synthface-v1, not Inception) = " in out and "FID" not in out
+    assert "KID (synthface-v2, not Inception) = " in out and "FID" not in out
     written = json.loads((run_dir / "metrics.json").read_text())
     assert written["num_samples/views"] == 6 and written["num_samples/kid"] == 6
     # The same checkpoint and seed: the earlier FID stays beside the new numbers.
     assert written["fid"] == evaluated["fid"] and written["num_samples/fid"] == 32
     code, out, _ = _cli([str(run_dir), "--metrics", "fid", "--num-samples", "8", "--seed", "1",
                          "--no-wandb", "--quiet"], capsys)
-    assert code == 0 and "FID (synthface-v1, not Inception) = " in out
+    assert code == 0 and "FID (synthface-v2, not Inception) = " in out
     written = json.loads((run_dir / "metrics.json").read_text())
     assert written["seed"] == 1 and "view/mask_miou" not in written  # another seed: replaced
 
@@ -203,6 +231,6 @@ def test_dry_run_checks_inputs_and_measures_nothing(
 ) -> None:
     before = (run_dir / "metrics.json").read_text() if (run_dir / "metrics.json").exists() else ""
     code, out, _ = _cli([str(run_dir), "--dry-run", "--num-samples", "5"], capsys)
-    assert code == 0 and "fid: 5 samples, extractor synthface-v1" in out
+    assert code == 0 and "fid: 5 samples, extractor synthface-v2" in out
     after = (run_dir / "metrics.json").read_text() if (run_dir / "metrics.json").exists() else ""
     assert before == after

@@ -13,7 +13,9 @@ from scipy import linalg
 from harness.config import load_config
 from harness.data.prepared import read_meta
 from harness.errors import UserError
+from harness.metrics import fid
 from harness.metrics.extractors.synthface import NAME as SYNTHFACE
+from harness.metrics.extractors.synthface import weights_digest, weights_path
 from harness.metrics.fid import (
     INCEPTION,
     INCEPTION_FILE,
@@ -21,6 +23,7 @@ from harness.metrics.fid import (
     choose_extractor,
     evaluate_fid,
     fid_kid,
+    kid,
     real_statistics,
     stats_path,
 )
@@ -66,6 +69,28 @@ def test_fid_and_kid_match_independent_formulas() -> None:
     assert abs(same["fid"]) < 1e-3 and values["fid"] > 1
 
 
+def test_kid_from_whole_kernel_matrices_matches_torch_fidelity(monkeypatch) -> None:
+    import torch_fidelity.metric_kid
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(0.3, 1.2, size=(60, 32))).float()
+    y = torch.from_numpy(rng.normal(size=(100, 32))).float()
+    reference = torch_fidelity.metric_kid.kid_features_to_metric(
+        x, y, kid_subsets=20, kid_subset_size=50, rng_seed=3, verbose=False)
+    expected = (reference["kernel_inception_distance_mean"],
+                reference["kernel_inception_distance_std"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("small sets take the whole-matrix path")
+
+    monkeypatch.setattr(torch_fidelity.metric_kid, "kid_features_to_metric", refuse)
+    assert kid(x, y, subsets=20, subset_size=50, seed=3) == pytest.approx(expected, rel=1e-4)
+    assert kid(x, y, subsets=20, subset_size=50, seed=4) != pytest.approx(expected, rel=1e-2)
+    monkeypatch.undo()
+    monkeypatch.setattr(fid, "KID_WHOLE_MAX", 0)  # large sets: torch-fidelity's loop
+    assert kid(x, y, subsets=20, subset_size=50, seed=3) == expected
+
+
 def test_real_statistics_are_cached_by_content(tmp_path: Path, data_cache: Path) -> None:
     config = load_config(None, "smoke", [f"data.cache_dir={data_cache}"])
     features = Features(SYNTHFACE, None, torch.device("cpu"))
@@ -74,13 +99,19 @@ def test_real_statistics_are_cached_by_content(tmp_path: Path, data_cache: Path)
     first, cached = real_statistics(config, features, SYNTHFACE)
     assert not cached and path.is_file()
     assert path.parent == data_cache / "fid-stats"
-    assert path.name == f"{SYNTHFACE}-32-{read_meta(data_dir)['content_hash']}.npz"
-    assert first["features"].shape == (48, 256)  # every real image (24 identities x 2 views)
+    key = f"{SYNTHFACE}.{weights_digest(weights_path(SYNTHFACE))}"
+    assert path.name == f"{key}-32-{read_meta(data_dir)['content_hash']}.npz"
+    assert first["features"].shape == (48, 77)  # every real image (24 identities x 2 views)
     again, cached = real_statistics(config, features, SYNTHFACE)
     assert cached and np.array_equal(again["mu"], first["mu"])
     # Other data content (another scene seed) gets another key, not the stale statistics.
     other = load_config(None, "smoke", [f"data.cache_dir={data_cache}", "data.seed=1"])
     assert stats_path(other, SYNTHFACE)[1] != path
+    # Another extractor, or other weights under the same name, get another key.
+    assert stats_path(config, "synthface-v1")[1] != path
+    retrained = tmp_path / "synthface-v2.pt"
+    retrained.write_bytes(weights_path(SYNTHFACE).read_bytes() + b"\0")
+    assert stats_path(config, SYNTHFACE, retrained)[1] != path
 
 
 def test_extractor_choice_and_missing_inception_weights(

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip reference renderer cases estimated above this (GiB)")
     parser.add_argument("--skip-paper", action="store_true",
                         help="leave out the paper-scale training steps (minutes, ~16 GB)")
+    parser.add_argument("--eval-images", type=int, metavar="N",
+                        help="images per timed FID evaluation (default: the preset's "
+                             "evaluate.fid_samples, 2000 at cpu)")
+    parser.add_argument("--fid-extractor", default="auto",
+                        help="FID extractor for eval (default auto: as evaluation chooses)")
     return parser
 
 
@@ -100,7 +105,13 @@ def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 
 
 def run_eval(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    raise UserError("harness.bench eval: not implemented yet (needs harness.evaluate)")
+    from harness.bench.evaluation import bench_eval
+
+    result = bench_eval(device, run_dir=args.run_dir, count=args.eval_images,
+                        repeats=args.repeats, extractor=args.fid_extractor)
+    _print_rows("FID evaluation: whole pipeline vs generator and extractor alone",
+                [result])
+    return _flat("eval", result)
 
 
 def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:

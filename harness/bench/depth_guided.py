@@ -13,11 +13,8 @@ from typing import Any
 
 import torch
 
-from harness.bench.measure import interleaved_medians
-from harness.config import load_config
-from harness.training.checkpoint import load_generator
+from harness.bench.measure import bench_generator, interleaved_medians
 from models.camera import CameraPrior, intrinsics, look_at_origin
-from models.registry import get_model
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -37,23 +34,13 @@ def mask_miou(a: torch.Tensor, b: torch.Tensor) -> float:
     return sum(ious) / len(ious)
 
 
-def _generator(run_dir: Path | None, preset: str, device: torch.device) -> tuple[Any, str]:
-    if run_dir is not None:
-        loaded = load_generator(run_dir, device)
-        return loaded.generator, f"{run_dir} (iteration {loaded.iteration})"
-    config = load_config(None, preset)
-    torch.manual_seed(0)
-    generator = get_model(config.model.name).build_generator(config.model)
-    return generator.to(device).eval(), f"untrained {preset}-preset 3dssgan"
-
-
 @torch.inference_mode()
 def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset: str = "cpu",
                        count: int = 8, repeats: int = 3, uniform_samples: int = 36,
                        window: int | None = None, coarse: int | None = None) -> dict[str, Any]:
     """Depth-guided against uniform test-time sampling (`uniform_samples` per ray) on one
     3dssgan generator; the depth-guided window picks from the same samples."""
-    generator, source = _generator(run_dir, preset, device)
+    generator, _, source = bench_generator(run_dir, preset, device)
     cfg = generator.config
     if cfg.name != "3dssgan":
         raise ValueError(f"depth-guided sampling is a 3dssgan option, not {cfg.name}'s")

@@ -6,11 +6,31 @@ import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.config import ExperimentConfig, load_config
+from harness.training.checkpoint import load_generator
+from models.registry import get_model
+
 GIB = 1024**3
+
+
+def bench_generator(run_dir: Path | None, preset: str, device: torch.device
+                    ) -> tuple[torch.nn.Module, ExperimentConfig, str]:
+    """(generator in eval mode, its config, a description): the EMA generator of a trained run,
+    or an untrained model of `preset`'s config (seeded), whose cost is the same."""
+    if run_dir is not None:
+        loaded = load_generator(run_dir, device)
+        return (loaded.generator, loaded.config,
+                f"{run_dir} (iteration {loaded.iteration})")
+    config = load_config(None, preset)
+    torch.manual_seed(0)
+    generator = get_model(config.model.name).build_generator(config.model)
+    return (generator.to(device).eval(), config,
+            f"untrained {preset}-preset {config.model.name}")
 
 
 def sync(device: torch.device) -> None:
@@ -35,19 +55,32 @@ def median_seconds(run: Callable[[], Any], repeats: int, device: torch.device,
 
 
 def interleaved_medians(runs: dict[str, Callable[[], Any]], repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median seconds of each run, timed in alternation so machine noise hits all alike."""
-    for run in runs.values():  # warm-up
+                        device: torch.device, warmup: bool = True) -> dict[str, float]:
+    """Median wall-clock seconds of each run, timed in alternation so machine noise hits all
+    alike (after one untimed call of each unless `warmup` is False)."""
+    return interleaved_clock_medians(runs, repeats, device, warmup)["wall"]
+
+
+def interleaved_clock_medians(runs: dict[str, Callable[[], Any]], repeats: int,
+                              device: torch.device, warmup: bool = True
+                              ) -> dict[str, dict[str, float]]:
+    """Like `interleaved_medians`, by two clocks read around the same calls: {"wall": wall-clock
+    seconds, "cpu": this process's CPU seconds (all its threads; the load other processes put
+    on a shared machine leaves it out, and so does the time a GPU works)} -> {run: median}."""
+    for run in runs.values() if warmup else ():
         run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    times: dict[str, dict[str, list[float]]] = {"wall": {name: [] for name in runs},
+                                                "cpu": {name: [] for name in runs}}
     for _ in range(repeats):
         for name, run in runs.items():
             sync(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run()
             sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times["wall"][name].append(time.perf_counter() - wall)
+            times["cpu"][name].append(time.process_time() - cpu)
+    return {clock: {name: statistics.median(values) for name, values in by_run.items()}
+            for clock, by_run in times.items()}
 
 
 def status_bytes(field: str) -> int:

@@ -3,14 +3,18 @@
 Generated images (EMA generator, truncation 1, cameras from `evaluate.cameras`) go to the
 extractor as uint8 batch by batch, so 50,000 images never sit in memory at once. The real
 images' features are computed once per (extractor, resolution, dataset content) and cached at
-`<data cache>/fid-stats/<extractor>-<resolution>-<content hash>.npz` (mu, sigma and the raw
-features, which KID needs), written atomically. torch-fidelity's own cache is keyed by a name
-only and would silently reuse statistics of changed data, so it is not used.
+`<data cache>/fid-stats/<extractor key>-<resolution>-<content hash>.npz` (mu, sigma and the raw
+features, which KID needs), written atomically. The extractor key is the extractor's name, plus
+the digest of its weights file for the synthface networks (retrained weights under the same name
+get new statistics). torch-fidelity's own cache is keyed by a name only and would silently reuse
+statistics of changed data, so it is not used.
 
-Extractors: `synthface-v1` (shipped, trained on the synthetic portraits; its FID is not an
-Inception FID and is always printed with its name) and `inception-v3-compat` (torch-fidelity's
-port of the TF Inception, comparable with published numbers; its weights are never downloaded:
-pass `--inception-weights PATH` or put the file in torch's hub cache).
+Extractors: `synthface-v2` (the default on synthetic data) and `synthface-v1` (shipped networks
+trained on the synthetic portraits, see `harness.metrics.extractors.synthface`; their FID is not
+an Inception FID and is always printed with the extractor's name; v1 is nearly blind to realism
+and is kept only to reproduce earlier numbers) and `inception-v3-compat` (torch-fidelity's port
+of the TF Inception, comparable with published numbers; its weights are never downloaded: pass
+`--inception-weights PATH` or put the file in torch's hub cache).
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from harness.data.prepared import read_meta
 from harness.errors import UserError
 from harness.io import atomic_write
 from harness.metrics.extractors.synthface import NAME as SYNTHFACE
-from harness.metrics.extractors.synthface import register_synthface
+from harness.metrics.extractors.synthface import NAMES as SYNTHFACE_NAMES
+from harness.metrics.extractors.synthface import (
+    register_synthface,
+    weights_digest,
+    weights_path,
+)
 from harness.metrics.generation import (
     CameraSampler,
     MetricResult,
@@ -47,6 +56,7 @@ log = logging.getLogger(__name__)
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
 EXTRACTOR_BATCH = 64  # real images per extractor call
+KID_WHOLE_MAX = 8_000  # images in both sets up to which KID may use whole kernel matrices
 
 
 def default_inception_path() -> Path:
@@ -79,7 +89,7 @@ def choose_extractor(
 
 
 def display_name(extractor: str) -> str:
-    """How a number from `extractor` is labelled: FID (synthface-v1, not Inception) = ..."""
+    """How a number from `extractor` is labelled: FID (synthface-v2, not Inception) = ..."""
     return extractor if extractor == INCEPTION else f"{extractor}, not Inception"
 
 
@@ -98,6 +108,7 @@ class Features:
         self.extractor = create_feature_extractor(name, [self.layer], cuda=False, **kwargs)
         self.extractor.to(device)
         self.device = device
+        self.weights = weights
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 -> (N, F) float32 features, on the CPU."""
@@ -119,11 +130,21 @@ class _Images(Dataset):
         return torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)
 
 
-def stats_path(config: ExperimentConfig, extractor: str) -> tuple[Path, Path]:
-    """(prepared dataset dir, cache file of its real features) for `extractor`."""
+def extractor_key(extractor: str, weights: Path | None = None) -> str:
+    """The name of `extractor` in cache keys: a synthface network's name also carries the
+    digest of its weights (`weights`, default the shipped file), e.g. `synthface-v2.0123abcd4567`.
+    """
+    if extractor not in SYNTHFACE_NAMES:
+        return extractor
+    return f"{extractor}.{weights_digest(weights or weights_path(extractor))}"
+
+
+def stats_path(config: ExperimentConfig, extractor: str, weights: Path | None = None
+               ) -> tuple[Path, Path]:
+    """(prepared dataset dir, cache file of its real features) for `extractor` (`weights`)."""
     data_dir = prepared_dataset_dir(config.data, config.model.resolution)
     digest = read_meta(data_dir)["content_hash"]
-    name = f"{extractor}-{config.model.resolution}-{digest}.npz"
+    name = f"{extractor_key(extractor, weights)}-{config.model.resolution}-{digest}.npz"
     return data_dir, cache_root(config.data) / "fid-stats" / name
 
 
@@ -133,7 +154,7 @@ def real_statistics(config: ExperimentConfig, features: Features, extractor: str
     from torch_fidelity.metric_fid import fid_features_to_statistics
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
-    data_dir, path = stats_path(config, extractor)
+    data_dir, path = stats_path(config, extractor, features.weights)
     if path.is_file():
         try:
             with np.load(path) as cached:
@@ -151,21 +172,56 @@ def real_statistics(config: ExperimentConfig, features: Features, extractor: str
     return stats, False
 
 
+def kid(x: torch.Tensor, y: torch.Tensor, subsets: int, subset_size: int, seed: int
+        ) -> tuple[float, float]:
+    """KID (mean, std over subsets) of features x (n1, d) and y (n2, d): torch-fidelity 0.4's
+    estimator, the unbiased MMD^2 with the kernel k(a, b) = (a.b / d + 1)^3 averaged over
+    `subsets` subsets of `subset_size` of each set, drawn by numpy's RandomState(seed) in
+    torch-fidelity's order.
+
+    Where the kernel matrices of the whole sets cost less than the subsets' own (small sets:
+    the cpu preset's 2,000 generated and 4,000 real images; 8x less work there), every subset's
+    sums come from them at once: with U the (n, subsets) indicator matrix of the subsets,
+    sum_{i != j in S} K_ij = (u^T K u - diag(K)^T u) and sum_{i in S, j in S'} K_ij = u^T K v,
+    in float64 (torch-fidelity sums in float32). Otherwise torch-fidelity computes it.
+    """
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    (n1, d), n2, m = x.shape, len(y), subset_size
+    whole = (n1 * n1 + n2 * n2 + n1 * n2) * (d + subsets)  # multiply-adds, kernels and sums
+    if n1 + n2 > KID_WHOLE_MAX or whole >= 3 * subsets * m * m * d:
+        out = kid_features_to_metric(x, y, kid_subsets=subsets, kid_subset_size=m,
+                                     rng_seed=seed, verbose=False)
+        return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
+    rng = np.random.RandomState(seed)
+    u, v = torch.zeros(n1, subsets, dtype=torch.float64), torch.zeros(n2, subsets,
+                                                                        dtype=torch.float64)
+    for s in range(subsets):
+        u[rng.choice(n1, m, replace=False), s] = 1
+        v[rng.choice(n2, m, replace=False), s] = 1
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (|a|, |b|), float64
+        return (a.float() @ b.float().T).double().div_(d).add_(1).pow_(3)
+
+    def within(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # (subsets,)
+        k = kernel(a, a)
+        return ((k @ w) * w).sum(0) - k.diagonal() @ w
+
+    between = ((kernel(x, y) @ v) * u).sum(0)  # (subsets,)
+    mmd2 = (within(x, u) + within(y, v)) / (m * (m - 1)) - 2 * between / (m * m)
+    return mmd2.mean().item(), mmd2.std(correction=0).item()
+
+
 def fid_kid(generated: torch.Tensor, real: dict[str, np.ndarray], subsets: int,
             subset_size: int, seed: int) -> dict[str, float]:
     """FID and KID (mean, std over subsets) between generated features and real statistics."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
 
     fid = fid_statistics_to_metric(fid_features_to_statistics(generated.double()),
                                    {"mu": real["mu"], "sigma": real["sigma"]}, verbose=False)
     size = min(subset_size, len(generated), len(real["features"]))
-    kid = kid_features_to_metric(generated, torch.from_numpy(real["features"]),
-                                 kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
-                                 verbose=False)
-    return {"fid": fid["frechet_inception_distance"],
-            "kid": kid["kernel_inception_distance_mean"],
-            "kid_std": kid["kernel_inception_distance_std"]}
+    kid_mean, kid_std = kid(generated, torch.from_numpy(real["features"]), subsets, size, seed)
+    return {"fid": fid["frechet_inception_distance"], "kid": kid_mean, "kid_std": kid_std}
 
 
 def evaluate_fid(

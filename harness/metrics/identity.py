@@ -6,8 +6,9 @@ cosine similarity of the two embeddings. Higher is more consistent.
 
 Embedders share one interface, `embed((N, 3, H, W) float images in [-1, 1]) -> (N, D)` unit
 vectors:
-- `synthface-v1` (synthetic data): the shipped CNN trained with an ArcFace loss on the synthetic
-  multi-view identities; it resizes any input to 64x64 itself.
+- `synthface-v2` (synthetic data): the shipped CNN trained with an ArcFace loss (beside its
+  dense multi-task losses) on the synthetic multi-view identities; it resizes any input to
+  64x64 itself.
 - ArcFace ONNX (real data): an insightface recognition model loaded from a local file with
   `insightface.model_zoo.get_model`. The portrait is NOT aligned by landmarks (no detector is
   used): our cameras look at the head centre, so a fixed centre square of side
@@ -54,7 +55,7 @@ class Embedder(Protocol):
 
 
 class SynthFaceEmbedder:
-    """`synthface-v1`'s identity embedding (128-d)."""
+    """The shipped synthface network's identity embedding (128-d), `synthface-v2`."""
 
     name = SYNTHFACE
 
@@ -138,7 +139,7 @@ class ArcFaceEmbedder:
 
 def choose_embedder(config: ExperimentConfig, arcface_onnx: str | Path | None,
                     device: torch.device) -> Embedder:
-    """ArcFace when a model path is given; synthface-v1 on synthetic data; else a UserError."""
+    """ArcFace when a model path is given; synthface-v2 on synthetic data; else a UserError."""
     if arcface_onnx is not None:
         return ArcFaceEmbedder(arcface_onnx, config.evaluate.id_crop, device)
     if config.data.source == "synthetic":

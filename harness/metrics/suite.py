@@ -26,6 +26,7 @@ import torch
 from harness.config import ExperimentConfig, config_to_dict, resolve_config
 from harness.errors import UserError
 from harness.io import atomic_write, atomic_write_json, atomic_write_text
+from harness.metrics.classes import evaluate_class_frequencies
 from harness.metrics.disentangle import MAP_SAMPLE_AXIS, PARTS, VIEWS, evaluate_disentanglement
 from harness.metrics.fid import choose_extractor, display_name, evaluate_fid
 from harness.metrics.generation import (
@@ -41,9 +42,12 @@ from harness.training.loop import resolve_device
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "id", "disentangle", "views")  # the default set, in running order
+# the default set, in running order
+METRICS = ("fid", "kid", "id", "disentangle", "views", "classes")
 METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
+# Per-sample disentanglement rows: the columns of eval/disentangle.csv and of the W&B table.
+DISENTANGLE_COLUMNS = ("sample", "part", "view", "what", "d_mean", "d_mean_masked")
 # Config keys an evaluation may override (the rest describe the trained model and its data).
 OVERRIDABLE = ("evaluate.", "data.path", "data.cache_dir", "data.workers")
 
@@ -96,7 +100,8 @@ def sample_counts(config: ExperimentConfig, num_samples: int | None) -> dict[str
         raise UserError(f"--num-samples {num_samples}: need at least 2 samples per metric")
     cfg = config.evaluate
     counts = {"fid": cfg.fid_samples, "kid": cfg.fid_samples, "id": cfg.id_samples,
-              "disentangle": cfg.disentangle_samples, "views": cfg.view_samples}
+              "disentangle": cfg.disentangle_samples, "views": cfg.view_samples,
+              "classes": cfg.class_samples}
     return {name: num_samples or count for name, count in counts.items()}
 
 
@@ -166,8 +171,12 @@ def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
                 result = evaluate_disentanglement(g, plan.counts["disentangle"], seed,
                                                   cfg.batch_size, cfg.edit_what,
                                                   cfg.difference_maps)
-            else:
+            elif metric == "views":
                 result = evaluate_views(g, plan.counts["views"], seed, cfg.batch_size)
+            else:
+                result = evaluate_class_frequencies(g, plan.config, camera_sampler(plan.config),
+                                                    plan.counts["classes"], seed,
+                                                    cfg.batch_size)
         result.seconds = watch.seconds
         results[metric] = result
     values = _collect(plan, results)
@@ -226,8 +235,7 @@ def _write(plan: Plan, values: dict[str, Any], disentangle: MetricResult | None
         import pandas as pd
 
         eval_dir = plan.run_dir / EVAL_DIR
-        frame = pd.DataFrame(disentangle.artifacts["rows"],
-                             columns=["sample", "part", "view", "what", "d_mean", "d_mean_masked"])
+        frame = pd.DataFrame(disentangle.artifacts["rows"], columns=list(DISENTANGLE_COLUMNS))
         atomic_write_text(eval_dir / "disentangle.csv", frame.to_csv(index=False))
         maps = {key: value.numpy() for key, value in disentangle.artifacts["maps"].items()}
         if maps:
@@ -257,12 +265,28 @@ def _track(plan: Plan, values: dict[str, Any], disentangle: MetricResult | None,
             data=[[part, view, values.get(f"d_mean/{part}@{view}"),
                    values.get(f"d_mean_masked/{part}@{view}")]
                   for part in PARTS for view in VIEWS])
+        tables["eval/disentanglement_samples"] = disentangle_table(disentangle.artifacts["rows"])
         grid = difference_grid(disentangle.artifacts["maps"])
         if grid is not None:
             tables["eval/difference_maps"] = wandb.Image(
                 grid, caption="per part: original | edited | difference (x4), frontal view")
     tracker.log(tables, iteration=plan.loaded.iteration)
     tracker.finish()
+
+
+def disentangle_table(rows: list[dict[str, Any]]) -> Any:
+    """A `wandb.Table` of per-sample disentanglement rows (DISENTANGLE_COLUMNS; an undefined
+    masked D_mean, a part absent from both images, is empty). W&B shows at most
+    `wandb.Table.MAX_ROWS` rows (10,000: the paper's 1,000 samples x 5 parts x 2 views);
+    eval/disentangle.csv always holds them all."""
+    import wandb
+
+    if len(rows) > wandb.Table.MAX_ROWS:
+        log.warning("W&B shows the first %d of %d per-sample disentanglement rows; all of them "
+                    "are in %s/disentangle.csv", wandb.Table.MAX_ROWS, len(rows), EVAL_DIR)
+    return wandb.Table(columns=list(DISENTANGLE_COLUMNS),
+                       data=[[_json_safe(row[column]) for column in DISENTANGLE_COLUMNS]
+                             for row in rows])
 
 
 def difference_grid(maps: dict[str, torch.Tensor]) -> np.ndarray | None:
@@ -334,6 +358,11 @@ def format_results(values: dict[str, Any], metrics: Sequence[str] = METRICS) -> 
     if values.get("view/photometric_l1") is not None:
         lines.append(f"view consistency: photometric L1 = {values['view/photometric_l1']:.4f}, "
                      f"mask mIoU = {_fmt(values.get('view/mask_miou'))}")
+    elif values.get("view/not_applicable"):
+        lines.append(f"view consistency: not applicable ({values['view/not_applicable']})")
+    if values.get("mask/class_tv") is not None:
+        lines.append(f"mask classes: TV distance to the data's class frequencies = "
+                     f"{values['mask/class_tv']:.3f}")
     for metric in METRICS:
         if f"seconds/{metric}" in values:
             lines.append(f"  {metric}: {values[f'num_samples/{metric}']} samples, "
@@ -349,7 +378,7 @@ def _metric_of(key: str) -> str | None:
         return tail
     if key in ("fid", "kid", "kid_std"):
         return key[:3]
-    prefixes = {"id_": "id", "d_mean": "disentangle", "view/": "views"}
+    prefixes = {"id_": "id", "d_mean": "disentangle", "view/": "views", "mask/": "classes"}
     return next((metric for prefix, metric in prefixes.items() if key.startswith(prefix)), None)
 
 

@@ -18,7 +18,8 @@ from harness.report.figures import FigureResult
 from harness.report.sources import SweepData, cell, number
 from harness.report.tables import DASH, Table
 
-SAMPLE_METRICS = ("fid", "kid", "id", "disentangle", "views")  # num_samples/<metric> keys
+# metrics with num_samples/<metric> keys
+SAMPLE_METRICS = ("fid", "kid", "id", "disentangle", "views", "classes")
 FIGURE_WHAT = {
     "editing": "part editing with difference maps (3D-SSGAN Figs. 4, 5)",
     "multiview": "identities across yaw, images and masks (3D-SSGAN Fig. 6)",

@@ -1,1 +1,1 @@
-"""Feature extractors for the metrics (the synthetic-face CNN `synthface-v1`)."""
+"""Feature extractors for the metrics (the synthetic-face CNNs `synthface-v2` and `-v1`)."""
