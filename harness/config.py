@@ -94,6 +94,9 @@ class EvalConfig(Schema):
     kid_subsets: int = Field(100, ge=1)  # KID subsets averaged
     id_samples: int = Field(1024, ge=2)  # latents for identity consistency, two poses each
     id_crop: float = Field(0.8, gt=0, le=1)  # ArcFace: centre crop side, fraction of the image
+    # ArcFace with --face-detector-onnx: SCRFD input side (pixels; portraits are resized to it)
+    id_detector_size: int = Field(640, ge=32, multiple_of=32)
+    id_detector_threshold: float = Field(0.5, gt=0, lt=1)  # SCRFD face score to align by
     disentangle_samples: int = Field(1000, ge=1)  # latents for D_mean (3D-SSGAN Table 1)
     edit_what: Literal["both", "shape", "texture"] = "both"  # codes a part edit replaces
     difference_maps: int = Field(4, ge=0)  # samples whose difference maps are kept for figures

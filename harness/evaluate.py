@@ -12,7 +12,8 @@ run tracks to W&B. Metrics (default: all; sample counts from the run's preset, `
                weights must already be on disk (--inception-weights, or torch's hub cache).
   id           identity consistency: cosine similarity of face embeddings of one latent at two
                random poses (synthface-v2 on synthetic data; an insightface ArcFace ONNX file
-               on real data, on a fixed centre crop: no landmark alignment).
+               on real data, on a fixed centre crop, or aligned by five SCRFD landmarks
+               with --face-detector-onnx).
   disentangle  3D-SSGAN Table 1: D_mean and masked D_mean of part edits (Eq. 14) for mouth,
                eyes, brows, nose and hair, at the frontal and at random cameras.
   views        reprojection through the rendered depth between two poses: photometric L1 over
@@ -47,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arcface-onnx", metavar="PATH",
                         help="insightface ArcFace recognition model (.onnx) for the id metric; "
                              "needed on real data; faces are a fixed centre crop resized to "
-                             "112x112 (evaluate.id_crop): landmark alignment with a face "
-                             "detector is not implemented")
+                             "112x112 (evaluate.id_crop) unless --face-detector-onnx is given")
+    parser.add_argument("--face-detector-onnx", metavar="PATH",
+                        help="insightface SCRFD face detector with landmarks (.onnx, e.g. "
+                             "buffalo_l/det_10g.onnx): ArcFace faces are aligned by their five "
+                             "landmarks (portraits resized to evaluate.id_detector_size first); "
+                             "images without a detection fall back to the centre crop and are "
+                             "counted in metrics.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of latents and cameras")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     parser.add_argument("--snapshot", metavar="PATH",
@@ -72,8 +78,8 @@ def main(args: argparse.Namespace) -> int:
     from harness.metrics.suite import format_results, plan_evaluation, run_plan
 
     plan = plan_evaluation(args.run_dir, args.metrics, args.num_samples, args.inception_weights,
-                           args.arcface_onnx, args.seed, args.device, args.overrides,
-                           args.snapshot)
+                           args.arcface_onnx, args.face_detector_onnx, args.seed, args.device,
+                           args.overrides, args.snapshot)
     if args.dry_run:
         sys.stdout.write(plan.describe() + "\n")
         return 0

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FID on real data: torch-fidelity's Inception weights file")
     parser.add_argument("--arcface-onnx", metavar="PATH",
                         help="identity metric on real data: an insightface ArcFace .onnx file")
+    parser.add_argument("--face-detector-onnx", metavar="PATH",
+                        help="identity metric: align faces by an insightface SCRFD detector's "
+                             "5 landmarks (e.g. buffalo_l's det_10g.onnx)")
     parser.add_argument("--reports-dir", default="reports",
                         help="where the report is built (default: reports)")
     parser.add_argument("--no-report", action="store_true", help="do not build the report")
@@ -126,7 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--max-parallel must be at least 1")
     sweep = load_sweep(args.sweep, args.preset, args.data, args.overrides)
     weights = {key: value for key, value in (("inception_weights", args.inception_weights),
-                                             ("arcface_onnx", args.arcface_onnx)) if value}
+                                             ("arcface_onnx", args.arcface_onnx),
+                                             ("face_detector_onnx", args.face_detector_onnx))
+               if value}
     if weights:
         sweep = replace(sweep, spec=sweep.spec.model_copy(update=weights))
     sweep_dir = SweepDir(args.runs_dir, sweep.name)

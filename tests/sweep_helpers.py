@@ -66,6 +66,7 @@ def fake_evaluate(run_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
               "iteration": status["iteration"]}
     if evaluation.get("track") is not False:
         _note(run_dir, "eval")
+    atomic_write_json(run_dir / "evaluation.json", evaluation)  # what the trial was asked
     atomic_write_json(run_dir / "metrics.json", values)
     return values
 

@@ -174,6 +174,17 @@ def test_only_runs_the_named_trial(tmp_path: Path, fake_stages: None,
     assert "--only nope-s0-00000000: not a trial" in capsys.readouterr().err
 
 
+def test_weight_files_reach_every_trials_evaluation(tmp_path: Path, fake_stages: None) -> None:
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS})
+    runs = tmp_path / "runs"
+    first, _ = (t.trial_id for t in expand(load_sweep(path)))
+    assert sweep_cli(str(path), "--runs-dir", str(runs), "--only", first, "--arcface-onnx",
+                     "/w/arcface.onnx", "--face-detector-onnx", "/w/det.onnx") == 0
+    asked = json.loads((SweepDir(runs, "demo").run_dir(first) / "evaluation.json").read_text())
+    assert asked["arcface_onnx"] == "/w/arcface.onnx"
+    assert asked["face_detector_onnx"] == "/w/det.onnx"
+
+
 def test_failed_trials_run_again_only_with_retry_failed(
     tmp_path: Path, fake_stages: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,6 +208,7 @@ class SweepSpec(Schema):
     eval_samples: int | None = Field(None, ge=2)  # evaluation samples; None: the preset's
     inception_weights: str | None = None  # FID on real data: torch-fidelity's Inception file
     arcface_onnx: str | None = None  # identity metric on real data: an ArcFace .onnx file
+    face_detector_onnx: str | None = None  # identity metric: SCRFD .onnx for aligned crops
     wandb: bool = True  # one W&B run per trial (offline without credentials)
     slurm: SlurmSettings = SlurmSettings()
     report: ReportSettings = ReportSettings()
@@ -302,7 +303,8 @@ class Sweep:
         """Keyword arguments of `harness.evaluate.evaluate_run` for every trial."""
         spec = self.spec
         return {"metrics": spec.metrics, "num_samples": spec.eval_samples,
-                "inception_weights": spec.inception_weights, "arcface_onnx": spec.arcface_onnx}
+                "inception_weights": spec.inception_weights, "arcface_onnx": spec.arcface_onnx,
+                "face_detector_onnx": spec.face_detector_onnx}
 
     def base_overrides(self) -> dict[str, Any]:
         """Dotted keys every trial shares: model, data, tracking, then the file's overrides."""

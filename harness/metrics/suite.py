@@ -77,6 +77,8 @@ class Plan:
                           f"{self.config.evaluate.cameras}")
             if metric == "id" and self.embedder:
                 detail = f", embedder {self.embedder.name}"
+                if self.embedder.crop_method:
+                    detail += f" on {self.embedder.crop_method}"
             lines.append(f"  {metric}: {self.counts[metric]} samples{detail}")
         return "\n".join(lines)
 
@@ -124,6 +126,7 @@ def plan_evaluation(
     num_samples: int | None = None,
     inception_weights: str | Path | None = None,
     arcface_onnx: str | Path | None = None,
+    face_detector_onnx: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
     overrides: Sequence[str] | None = None,
@@ -143,7 +146,8 @@ def plan_evaluation(
     counts = sample_counts(config, num_samples)
     extractor = (choose_extractor(config, inception_weights)
                  if {"fid", "kid"} & set(chosen) else None)
-    embedder = choose_embedder(config, arcface_onnx, torch_device) if "id" in chosen else None
+    embedder = (choose_embedder(config, arcface_onnx, torch_device, face_detector_onnx)
+                if "id" in chosen else None)
     return Plan(run_dir, loaded, config, chosen, counts, seed, extractor, embedder)
 
 
@@ -311,6 +315,7 @@ def evaluate_run(
     num_samples: int | None = None,
     inception_weights: str | Path | None = None,
     arcface_onnx: str | Path | None = None,
+    face_detector_onnx: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
     track: bool | None = None,
@@ -322,11 +327,13 @@ def evaluate_run(
     metrics: names or a comma list from fid,kid,id,disentangle,views (None = all);
     num_samples: samples for every metric (None = the config's `evaluate` counts);
     inception_weights / arcface_onnx: local weight files (nothing is ever downloaded);
+    face_detector_onnx: an insightface SCRFD detector (.onnx) to align ArcFace's faces by their
+        five landmarks (None: a fixed centre crop, `evaluate.id_crop`);
     track: log to W&B as an "eval" job (None = the run's tracking.wandb);
     overrides: `--set` strings for evaluate.* (and data.path / data.cache_dir).
     """
-    plan = plan_evaluation(run_dir, metrics, num_samples, inception_weights, arcface_onnx, seed,
-                           device, overrides, snapshot)
+    plan = plan_evaluation(run_dir, metrics, num_samples, inception_weights, arcface_onnx,
+                           face_detector_onnx, seed, device, overrides, snapshot)
     log.info("%s", plan.describe())
     return run_plan(plan, track)
 
@@ -348,6 +355,11 @@ def format_results(values: dict[str, Any], metrics: Sequence[str] = METRICS) -> 
     if values.get("id_consistency") is not None:
         lines.append(f"ID consistency ({values['id_model']}) = {values['id_consistency']:.4f} "
                      f"+- {values['id_consistency_std']:.4f}")
+        if values.get("id_crop_method"):
+            aligned = values.get("id_aligned_fraction")
+            lines.append(f"  faces: {values['id_crop_method']}" + (
+                "" if aligned is None else f", {aligned:.0%} aligned ({values['id_unaligned']} "
+                "without a detected face: centre crop)"))
     if any(key.startswith("d_mean/") for key in values):
         lines.append(f"{'part':<8}" + "".join(f"{f'D_mean@{v}':>16}{f'masked@{v}':>16}"
                                               for v in VIEWS))
