@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sweep_helpers import offline_runs
 
 from harness.config import config_to_dict, flatten, resolve_config
 from harness.io import atomic_torch_save, atomic_write_json, atomic_write_yaml
@@ -577,11 +578,10 @@ def test_offline_reader_reads_records_across_blocks(offline_env: None, tmp_path:
 
 def test_report_run_logs_tables_and_figures(runs: Path, offline_env: None,
                                             tmp_path: Path) -> None:
-    from harness.report.wandb_runs import read_offline_runs
-
     shutil.copytree(runs, tmp_path / "runs")
     build_report([SWEEP], runs_dir=tmp_path / "runs", out_dir=tmp_path / "out", track=True)
-    (run,) = read_offline_runs(tmp_path / "runs" / SWEEP / "wandb-files")
+    # wandb's service may still be writing the run file just after finish(): wait for it
+    (run,) = offline_runs(tmp_path / "runs" / SWEEP / "wandb-files")
     assert (run.job_type, run.group, run.name, run.state) == ("report", SWEEP,
                                                               f"{SWEEP}-report", "finished")
     assert sorted(run.tables) == [f"tables/{name}" for name in sorted(
