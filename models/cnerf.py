@@ -52,12 +52,12 @@ from models.config import (
     check_powers_of_two,
     check_render_resolution,
 )
-from models.discriminator import DualBranchDiscriminator
+from models.discriminator import build_dual_branch_discriminator
 from models.film_siren import PartDense, PartFiLMSiren
 from models.generator import PartGenerator
 from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet
+from models.render_net import build_render_net
 from models.rendering import expected_depth, nerf_weights, ray_depths, ray_points, render_map
 
 
@@ -137,12 +137,7 @@ class CNeRFGenerator(PartGenerator):
                                  config.feature_channels, config.shape_layers,
                                  config.texture_layers)
         self.beta = nn.Parameter(torch.tensor(config.beta_init))  # StyleSDF's sigmoid_beta
-        self.render_net = RenderNet(
-            config.feature_channels, config.num_parts, config.render_resolution,
-            config.resolution, channel_base=config.render_channel_base,
-            channel_max=config.render_channel_max,
-            checkpoint_resolution=config.checkpoint_resolution,
-        )
+        self.render_net = build_render_net(config)
 
     def density(self, sdf: torch.Tensor) -> torch.Tensor:
         """StyleSDF Eq. 2: sigma = sigmoid(-s / beta) / beta (beta kept above 1e-3)."""
@@ -225,15 +220,6 @@ class CNeRFGenerator(PartGenerator):
         return losses
 
 
-def build_discriminator(config: CNeRFConfig) -> DualBranchDiscriminator:
-    """SSGAN's dual-branch discriminator on (image, mask) at the output resolution (CNeRF's
-    semantic discriminator also sees image and mask)."""
-    return DualBranchDiscriminator(config.resolution, config.num_parts,
-                                   channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max,
-                                   checkpoint_resolution=config.checkpoint_resolution)
-
-
 PRESETS = {
     "smoke": dict(resolution=32, render_resolution=16, z_dim=32, w_dim=32, mapping_layers=2,
                   width=16, shape_layers=2, texture_layers=1, feature_channels=16,
@@ -252,7 +238,7 @@ PRESETS = {
 
 register_model(ModelSpec(
     name="cnerf", config_class=CNeRFConfig, build_generator=CNeRFGenerator,
-    build_discriminator=build_discriminator, presets=PRESETS, disentanglement="strong",
+    build_discriminator=build_dual_branch_discriminator, presets=PRESETS, disentanglement="strong",
     three_d_aware=True,
     description="CNeRF: one FiLM-SIREN SDF generator per part, composed by part masks",
 ))

@@ -119,3 +119,13 @@ class DualBranchDiscriminator(nn.Module):
             x = run_block(layer, x, recompute=limit is not None and resolution >= limit)
             resolution = x.shape[-1]
         return x
+
+
+def build_dual_branch_discriminator(config: Any, **overrides: Any) -> DualBranchDiscriminator:
+    """SSGAN's dual-branch discriminator on (image, mask) at a model config's output
+    resolution, widths and activation checkpointing; `overrides` change any argument."""
+    arguments = dict(resolution=config.resolution, num_parts=config.num_parts,
+                     channel_base=config.disc_channel_base, channel_max=config.disc_channel_max,
+                     checkpoint_resolution=config.checkpoint_resolution)
+    return DualBranchDiscriminator(**{**arguments, **overrides})
+

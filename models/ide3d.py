@@ -58,11 +58,11 @@ from models.config import (
     check_powers_of_two,
     check_render_resolution,
 )
-from models.discriminator import DualBranchDiscriminator
+from models.discriminator import build_dual_branch_discriminator
 from models.generator import PartGenerator, part_slots, slot_count
 from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet
+from models.render_net import build_render_net
 from models.rendering import expected_depth, nerf_weights, ray_depths, ray_points, render_map
 from models.triplane import TriplaneGenerator, sample_triplane
 
@@ -144,12 +144,7 @@ class IDE3DGenerator(PartGenerator):
                                            1 + config.num_parts)  # Phi_s -> (sigma, s)
         self.texture_decoder = MLPDecoder(config.plane_channels, config.decoder_hidden,
                                           config.feature_channels)  # Phi_t -> c
-        self.render_net = RenderNet(
-            config.feature_channels, config.num_parts, config.render_resolution,
-            config.resolution, channel_base=config.render_channel_base,
-            channel_max=config.render_channel_max,
-            checkpoint_resolution=config.checkpoint_resolution,
-        )
+        self.render_net = build_render_net(config)
 
     def sample_latents(
         self, n: int, generator: torch.Generator | None = None, truncation: float = 1.0
@@ -271,10 +266,8 @@ class LowHighDiscriminator(nn.Module):
 
     def __init__(self, config: IDE3DConfig) -> None:
         super().__init__()
-        self.net = DualBranchDiscriminator(
-            config.resolution, 2 * config.num_parts, channel_base=config.disc_channel_base,
-            channel_max=config.disc_channel_max, image_channels=6,
-            checkpoint_resolution=config.checkpoint_resolution)
+        self.net = build_dual_branch_discriminator(config, num_parts=2 * config.num_parts,
+                                                   image_channels=6)
 
     @staticmethod
     def pair(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +177,18 @@ class LocalGenerators(nn.Module):
     `base_free_parts` lists parts whose base layers read their shape code instead of W^base,
     as SSGAN does for the background (part 0) so that it shares no structure with the face.
     """
+
+    @classmethod
+    def from_config(cls, config: Any) -> LocalGenerators:
+        """SSGAN's local generators from a model config's fields (`local_channels`,
+        `fourier_channels`, `feature_channels`, `base_layers`, `shape_layers`,
+        `texture_layers`, `coarse_mlp_layers`); the background (part 0) shares no coarse
+        structure, as in SSGAN."""
+        return cls(config.num_parts, config.w_dim, hidden=config.local_channels,
+                   fourier_channels=config.fourier_channels,
+                   out_channels=config.feature_channels, base_layers=config.base_layers,
+                   shape_layers=config.shape_layers, texture_layers=config.texture_layers,
+                   coarse_mlp_layers=config.coarse_mlp_layers, base_free_parts=(0,))
 
     def __init__(
         self,

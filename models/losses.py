@@ -68,8 +68,7 @@ def r1_backward(real_logits: torch.Tensor, inputs: Mapping[str, torch.Tensor],
     """
     unknown = set(inputs) - set(IMAGE_INPUTS + MASK_INPUTS)
     assert not unknown, f"discriminator inputs without an R1 branch: {sorted(unknown)}"
-    branches = [(keys, gamma) for keys, gamma in ((IMAGE_INPUTS, gamma_image),
-                                                  (MASK_INPUTS, gamma_mask))]
+    branches = ((IMAGE_INPUTS, gamma_image), (MASK_INPUTS, gamma_mask))
     values = []
     for number, (keys, gamma) in enumerate(branches):
         tensors = [inputs[key] for key in keys if key in inputs]

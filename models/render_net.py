@@ -25,6 +25,7 @@ same as upsampling it with the skip path's FIR `Upsample`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -155,3 +156,15 @@ class RenderNet(nn.Module):
             x, image, mask = run_block(block, x, image, mask, randomize_noise,
                                        recompute=recompute)
         return image, mask
+
+
+def build_render_net(config: Any, **overrides: Any) -> RenderNet:
+    """The render net of a model config: its feature channels and parts, render and output
+    resolutions, widths and activation checkpointing; `overrides` change any argument."""
+    arguments = dict(in_channels=config.feature_channels, num_parts=config.num_parts,
+                     in_resolution=config.render_resolution, out_resolution=config.resolution,
+                     channel_base=config.render_channel_base,
+                     channel_max=config.render_channel_max,
+                     checkpoint_resolution=config.checkpoint_resolution)
+    return RenderNet(**{**arguments, **overrides})
+

@@ -26,12 +26,12 @@ from pydantic import Field, model_validator
 
 from models.blocks import MappingNetwork
 from models.config import ModelConfig, check_part_count, check_powers_of_two
-from models.discriminator import DualBranchDiscriminator
+from models.discriminator import build_dual_branch_discriminator
 from models.generator import PartGenerator
 from models.local_generator import LocalGenerators
 from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet
+from models.render_net import build_render_net
 
 
 class SSGAN2DConfig(ModelConfig):
@@ -80,21 +80,10 @@ class SSGAN2DGenerator(PartGenerator):
         self.config = config
         self.num_parts, self.z_dim, self.w_dim = config.num_parts, config.z_dim, config.w_dim
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
-        self.local = LocalGenerators(
-            config.num_parts, config.w_dim, hidden=config.local_channels,
-            fourier_channels=config.fourier_channels, out_channels=config.feature_channels,
-            base_layers=config.base_layers, shape_layers=config.shape_layers,
-            texture_layers=config.texture_layers, coarse_mlp_layers=config.coarse_mlp_layers,
-            base_free_parts=(0,),  # SSGAN: the background shares no coarse structure
-        )
+        self.local = LocalGenerators.from_config(config)
         min_resolution = (config.min_feature_resolution
                           if config.min_feature_resolution < config.render_resolution else None)
-        self.render_net = RenderNet(
-            config.feature_channels, config.num_parts, config.render_resolution,
-            config.resolution, channel_base=config.render_channel_base,
-            channel_max=config.render_channel_max, min_resolution=min_resolution,
-            checkpoint_resolution=config.checkpoint_resolution,
-        )
+        self.render_net = build_render_net(config, min_resolution=min_resolution)
         has_depth = torch.ones(config.num_parts)
         has_depth[0] = 0  # SSGAN: no pseudo-depth for the background generator
         self.register_buffer("has_depth", has_depth[:, None, None], persistent=False)
@@ -139,14 +128,6 @@ class SSGAN2DGenerator(PartGenerator):
         return {"image": image, "mask": mask, "mask_coarse": mask_coarse}
 
 
-def build_discriminator(config: SSGAN2DConfig) -> DualBranchDiscriminator:
-    """SSGAN's dual-branch discriminator on (image, mask) at the output resolution."""
-    return DualBranchDiscriminator(config.resolution, config.num_parts,
-                                   channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max,
-                                   checkpoint_resolution=config.checkpoint_resolution)
-
-
 PRESETS = {
     "smoke": dict(resolution=32, render_resolution=16, min_feature_resolution=8, z_dim=32,
                   w_dim=32, mapping_layers=2, local_channels=16, fourier_channels=16,
@@ -165,7 +146,7 @@ PRESETS = {
 
 register_model(ModelSpec(
     name="ssgan2d", config_class=SSGAN2DConfig, build_generator=SSGAN2DGenerator,
-    build_discriminator=build_discriminator, presets=PRESETS, disentanglement="strong",
+    build_discriminator=build_dual_branch_discriminator, presets=PRESETS, disentanglement="strong",
     three_d_aware=False,
     description="SemanticStyleGAN: local 2D generators composed by a softmax over pseudo-depth",
 ))

@@ -35,14 +35,14 @@ from models.config import (
     check_powers_of_two,
     check_render_resolution,
 )
-from models.discriminator import DualBranchDiscriminator
+from models.discriminator import build_dual_branch_discriminator
 from models.generator import PartGenerator
 from models.lifting import LiftedRender, LiftingConfig, lifted_part_density, render_lifted
 from models.local_generator import LocalGenerators
 from models.losses import depth_smoothness_loss
 from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
-from models.render_net import RenderNet
+from models.render_net import build_render_net
 from models.rendering import (
     expected_depth,
     nerf_weights,
@@ -136,19 +136,8 @@ class SSGAN3DGenerator(PartGenerator):
         self.config = config
         self.num_parts, self.z_dim, self.w_dim = config.num_parts, config.z_dim, config.w_dim
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
-        self.local = LocalGenerators(
-            config.num_parts, config.w_dim, hidden=config.local_channels,
-            fourier_channels=config.fourier_channels, out_channels=config.feature_channels,
-            base_layers=config.base_layers, shape_layers=config.shape_layers,
-            texture_layers=config.texture_layers, coarse_mlp_layers=config.coarse_mlp_layers,
-            base_free_parts=(0,),  # SSGAN: the background shares no coarse structure
-        )
-        self.render_net = RenderNet(
-            config.feature_channels, config.num_parts, config.render_resolution,
-            config.resolution, channel_base=config.render_channel_base,
-            channel_max=config.render_channel_max,
-            checkpoint_resolution=config.checkpoint_resolution,
-        )
+        self.local = LocalGenerators.from_config(config)
+        self.render_net = build_render_net(config)
         self.lifting = LiftingConfig(config.lifting.function, config.lifting.alpha)
         relative = torch.tensor([config.relative_depth and name in config.relative_parts
                                  for name in PART_NAMES])
@@ -279,14 +268,6 @@ class SSGAN3DGenerator(PartGenerator):
         return {"depth_smoothness": weight * depth_smoothness_loss(output["part_depth"])}
 
 
-def build_discriminator(config: SSGAN3DConfig) -> DualBranchDiscriminator:
-    """SSGAN's dual-branch discriminator on (image, mask) at the output resolution."""
-    return DualBranchDiscriminator(config.resolution, config.num_parts,
-                                   channel_base=config.disc_channel_base,
-                                   channel_max=config.disc_channel_max,
-                                   checkpoint_resolution=config.checkpoint_resolution)
-
-
 PRESETS = {
     "smoke": dict(resolution=32, render_resolution=16, volume_depth=8, z_dim=32, w_dim=32,
                   mapping_layers=2, local_channels=16, fourier_channels=16, feature_channels=16,
@@ -303,7 +284,7 @@ PRESETS = {
 
 register_model(ModelSpec(
     name="3dssgan", config_class=SSGAN3DConfig, build_generator=SSGAN3DGenerator,
-    build_discriminator=build_discriminator, presets=PRESETS, disentanglement="strong",
+    build_discriminator=build_dual_branch_discriminator, presets=PRESETS, disentanglement="strong",
     three_d_aware=True,
     description="3D-SSGAN: local 2D generators, depth-guided lifting, 3D-aware mask renderer",
 ))
