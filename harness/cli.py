@@ -20,6 +20,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the flags every entry point shares (`--debug`, `--quiet`)."""
     parser = _Parser(

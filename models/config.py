@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.render_net import is_power_of_two
@@ -18,6 +20,10 @@ class ModelConfig(Schema):
 
     Defaults are the paper-scale settings; the `smoke` and `cpu` presets shrink them.
     """
+
+    # Keys earlier versions had and this one dropped: a snapshot that still holds them loads
+    # without them (each model lists its own and why they are safe to drop).
+    RETIRED_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     name: str
     num_parts: int = 13  # K, semantic classes the generator composes (background included)

@@ -20,7 +20,8 @@ Two implementations behind one interface (`render_lifted`):
         is sum over the 4 xy-corners of w_xy g_k[corner] * (sum over the 2 z-corners of
         w_z psi_k(z, corner)), so every sampled value is a scalar coefficient times a 2D map
         entry; the rendered feature is a sparse (rays x K*H*W) matrix times the feature maps,
-        computed with embedding_bag kernels and differentiable to any order.
+        computed with embedding_bag kernels and differentiable to any order. psi_k is evaluated
+        once per grid node (K*D*H*W scalars) and read at the samples' corners.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def render_lifted_reference(
     *,
     lifting: LiftingConfig,
     mask_weights: str = "nerf",
+    weights: torch.Tensor | None = None,
 ) -> LiftedRender:
     """Lift, fuse and render by materialising the part volumes (the test oracle).
 
@@ -124,7 +126,8 @@ def render_lifted_reference(
 
     f_points = sample(f_fused)  # (B, rays, N, C)
     sigma_parts = sample(sigma3d)  # (B, rays, N, K) Eq. 11
-    weights = nerf_weights(sigma_parts.sum(-1), t)  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
+    if weights is None:  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
+        weights = nerf_weights(sigma_parts.sum(-1), t)
     return LiftedRender(
         feature=accumulate(weights, f_points),  # (B, rays, C) Eq. 4
         mask_logits=accumulate(_mask_weights(weights, mask_weights), sigma_parts),  # Eq. 10
@@ -143,23 +146,25 @@ def render_lifted_fast(
     *,
     lifting: LiftingConfig,
     mask_weights: str = "nerf",
+    weights: torch.Tensor | None = None,
 ) -> LiftedRender:
     """Lift, fuse and render without materialising any volume; equal to the reference path.
 
     Arguments as in `render_lifted`. Allocates no tensor of size K*C*D*H*W, rays*N*K*C or
     rays*N*C. Peak memory, forward + backward, with s bytes per element: about
     s * B * (2*K*H*W*C + rays*C) for the channels-last feature table, its gradient and the
-    output, plus (16*s + 16) * B*rays*N*4*K for the per-(sample, xy-corner, part) coefficients,
-    indices and the autograd state that scales with them (the rate measured on CPU; in float32
-    80 bytes each). Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, N=12:
-    0.31 GiB at C=64, 0.35 GiB at C=256; independent of D. Differentiable to any order.
+    output, plus about 12*s * B*rays*N*4*K for the per-(sample, xy-corner, part) coefficients,
+    indices and the autograd state that scales with them (the rate measured on CPU: 48 bytes
+    each in float32), plus 3*s * B*K*D*H*W for psi and the part densities at the grid nodes.
+    Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, C=256: 0.35 GiB at N=12,
+    0.58 GiB at N=36. Differentiable to any order.
     """
     _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
     batch, parts, channels, height, width = f2d.shape
     rays, samples = points.shape[1:3]
-    pixel, coef = _corner_coefficients(d_hat, volume_depth, points, lifting)
-    sigma_parts = (coef * _at_corners(sigma2d, pixel)).sum(3)  # (B, rays, N, K) Eqs. 6, 11
-    weights = nerf_weights(sigma_parts.sum(-1), t)  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
+    pixel, coef, sigma_parts = _corner_terms(sigma2d, d_hat, volume_depth, points, lifting)
+    if weights is None:  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
+        weights = nerf_weights(sigma_parts.sum(-1), t)
 
     # Eqs. 4, 5, 8: f_render = sum over (sample, corner, part) of w_i coef f_k[corner]: a sparse
     # (B*rays, B*K*H*W) matrix, one row per ray, times the (B*K*H*W, C) feature table.
@@ -189,6 +194,7 @@ def render_lifted(
     lifting: LiftingConfig,
     mask_weights: str = "nerf",
     path: str = "fast",
+    weights: torch.Tensor | None = None,
 ) -> LiftedRender:
     """Render the lifted, fused part volumes along rays (Eqs. 2-11).
 
@@ -197,60 +203,88 @@ def render_lifted(
     front); volume_depth: D; points: (B, rays, N, 3) world points on the rays; t: (B, rays, N)
     their depths along the rays. mask_weights: "nerf" (Eq. 10) or "uniform" (w_i = 1).
     path: "fast" (default) or "reference"; see their docstrings for peak memory.
+    weights: (B, rays, N) quadrature weights of the samples to use instead of the NeRF weights
+    of their densities, for samples placed by a previous pass (`quantile_depths`).
     """
     if path not in PATHS:
         raise ValueError(f"lifting path {path!r} is unknown; choices: {', '.join(PATHS)}")
     render = render_lifted_fast if path == "fast" else render_lifted_reference
-    return render(
-        f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting, mask_weights=mask_weights
-    )
+    return render(f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting,
+                  mask_weights=mask_weights, weights=weights)
 
 
-def _corner_coefficients(
-    d_hat: torch.Tensor, volume_depth: int, points: torch.Tensor, lifting: LiftingConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trilinear sampling of the lifted part volumes psi_k g_k as corner coefficients.
+def _corners(
+    points: torch.Tensor, height: int, width: int, volume_depth: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trilinear sampling positions of world points in the (D, H, W) grid.
 
-    Returns pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners, and coef
-    (B, rays, N, 4, K) such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is
-    sum over corners of coef * g_k[pixel], for any 2D map g_k (features or densities).
+    Returns pixel (B, rays, N, 4), the H*W index of each point's 4 xy-corners; w_xy
+    (B, rays, N, 4), their bilinear weights, zero outside the grid (zero padding); z0
+    (B, rays, N), the depth node below the point (may lie outside 0..D-1); fz (B, rays, N), the
+    point's fraction of the way to z0 + 1.
     """
-    height, width = d_hat.shape[-2:]
     # Voxel coordinates as grid_sample(align_corners=True) computes them: (B, rays, N) each.
     grid = world_to_grid(points)
     ix = (grid[..., 0] + 1) / 2 * (width - 1)
     iy = (grid[..., 1] + 1) / 2 * (height - 1)
     iz = (grid[..., 2] + 1) / 2 * (volume_depth - 1)
     x0, y0, z0 = ix.floor(), iy.floor(), iz.floor()
-    fx, fy, fz = ix - x0, iy - y0, iz - z0
-
-    # The 4 xy-corners: bilinear weights, zeroed outside the grid (zero padding).
+    fx, fy = ix - x0, iy - y0
     corner_x = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)  # (B, rays, N, 4)
     corner_y = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)  # (B, rays, N, 4)
     w_xy = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
     w_xy = w_xy * _inside(corner_x, width) * _inside(corner_y, height)  # (B, rays, N, 4)
     row, column = corner_y.clamp(0, height - 1).long(), corner_x.clamp(0, width - 1).long()
     pixel = row * width + column  # (B, rays, N, 4) index into H*W; clamped corners weigh 0
-
-    # The 2 z-corners: linear weights, zeroed outside the grid.
-    w_z0 = ((1 - fz) * _inside(z0, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
-    w_z1 = (fz * _inside(z0 + 1, volume_depth))[..., None, None]  # (B, rays, N, 1, 1)
-    depth_at = _at_corners(d_hat, pixel)  # (B, rays, N, 4, K)
-    z_near = z0[..., None, None]  # (B, rays, N, 1, 1)
-    # Eq. 7 at the two z-corners, linearly interpolated in z: (B, rays, N, 4, K)
-    psi_z = w_z0 * lifting.psi(depth_at - z_near) + w_z1 * lifting.psi(depth_at - (z_near + 1))
-    return pixel, w_xy[..., None] * psi_z
+    return pixel, w_xy, z0, iz - z0
 
 
-def _at_corners(maps: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
-    """(B, K, H, W) maps read at corner pixels (B, rays, N, 4) -> (B, rays, N, 4, K)."""
-    batch, parts = maps.shape[:2]
-    table = maps.flatten(2).transpose(1, 2)  # (B, H*W, K)
-    index = pixel.reshape(batch, -1, 1).expand(-1, -1, parts)  # (B, rays*N*4, K)
-    return table.gather(1, index).view(*pixel.shape, parts)
+def _node_psi(d_hat: torch.Tensor, volume_depth: int, lifting: LiftingConfig) -> torch.Tensor:
+    """(B, K, D, H, W) psi_k at the grid's depth nodes z = 0..D-1 (Eq. 7): scalars only."""
+    z = torch.arange(volume_depth, device=d_hat.device, dtype=d_hat.dtype)  # (D,)
+    return lifting.psi(d_hat[:, :, None] - z[:, None, None])
 
 
-def lifted_part_density(
+def _interpolate_in_z(nodes: torch.Tensor, pixel: torch.Tensor, z0: torch.Tensor,
+                      fz: torch.Tensor) -> torch.Tensor:
+    """(B, rays, N, 4, ch) node values (B, ch, D, H, W) at each point's xy-corners, linearly
+    interpolated between its two depth nodes z0 and z0 + 1 (zero outside the grid)."""
+    batch, channels, depth, height, width = nodes.shape
+    table = nodes.permute(0, 3, 4, 2, 1).reshape(-1, channels)  # (B*H*W*D, ch), z fastest
+    offsets = torch.arange(batch, device=pixel.device).view(batch, 1, 1, 1) * (height * width)
+    first_node = (offsets + pixel) * depth  # (B, rays, N, 4) row of node z = 0
+    out = 0
+    for step, weight in ((0, 1 - fz), (1, fz)):
+        z = z0 + step  # (B, rays, N)
+        rows = first_node + z.clamp(0, depth - 1).long()[..., None]  # (B, rays, N, 4)
+        out = out + (weight * _inside(z, depth))[..., None, None] * F.embedding(rows, table)
+    return out
+
+
+def _corner_terms(
+    sigma2d: torch.Tensor,
+    d_hat: torch.Tensor,
+    volume_depth: int,
+    points: torch.Tensor,
+    lifting: LiftingConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trilinear sampling of the lifted part volumes psi_k g_k as corner coefficients.
+
+    Returns pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners; coef
+    (B, rays, N, 4, K) such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is
+    sum over corners of coef * g_k[pixel], for any 2D map g_k; and sigma_parts (B, rays, N, K),
+    the sampled part densities sigma_k^3d (Eqs. 6, 11). psi is evaluated once per grid node
+    (B*K*D*H*W scalars, the size of one density volume), not once per sample and corner.
+    """
+    parts, height, width = d_hat.shape[1:]
+    pixel, w_xy, z0, fz = _corners(points, height, width, volume_depth)
+    psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W)
+    nodes = torch.cat([psi, psi * sigma2d[:, :, None]], dim=1)  # (B, 2K, D, H, W): Eqs. 6-7
+    lifted = w_xy[..., None] * _interpolate_in_z(nodes, pixel, z0, fz)  # (B, rays, N, 4, 2K)
+    return pixel, lifted[..., :parts], lifted[..., parts:].sum(3)
+
+
+def lifted_density(
     sigma2d: torch.Tensor,
     d_hat: torch.Tensor,
     volume_depth: int,
@@ -258,13 +292,16 @@ def lifted_part_density(
     *,
     lifting: LiftingConfig,
 ) -> torch.Tensor:
-    """(B, rays, N, K) the lifted part densities sigma_k^3d at the points (Eqs. 6-7, 11).
+    """(B, rays, N) the fused density sigma_fused = sum_k sigma_k^3d at the points (Eqs. 6-8).
 
-    The density half of `render_lifted_fast`, without features: a cheap pass that locates the
-    surface before a full render (depth-guided sampling). Memory O(B * rays * N * 4 * K).
+    Densities only, from the fused (B, D, H, W) density volume: a pass K times cheaper than the
+    full render that locates the surface first (depth-guided sampling). Memory
+    O(B * (D*H*W + rays * N * 4)).
     """
-    pixel, coef = _corner_coefficients(d_hat, volume_depth, points, lifting)
-    return (coef * _at_corners(sigma2d, pixel)).sum(3)
+    height, width = d_hat.shape[-2:]
+    pixel, w_xy, z0, fz = _corners(points, height, width, volume_depth)
+    fused = (_node_psi(d_hat, volume_depth, lifting) * sigma2d[:, :, None]).sum(1, keepdim=True)
+    return (w_xy * _interpolate_in_z(fused, pixel, z0, fz)[..., 0]).sum(-1)
 
 
 class _SparseRows:

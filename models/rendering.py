@@ -94,21 +94,31 @@ def expected_depth(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (w * t).sum(-1) + (1 - w.sum(-1)) * t[..., -1]
 
 
-def window_depths(t: torch.Tensor, centre: torch.Tensor, count: int) -> torch.Tensor:
-    """(B, rays, count) the `count` consecutive depths of t nearest each ray's `centre`.
+def quantile_depths(
+    w: torch.Tensor, count: int, near: float = NEAR, far: float = FAR
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depths and weights of `count` samples at equal-mass quantiles of a ray's weight profile.
 
-    t: (B, rays, N) increasing depths; centre: (B, rays) a depth per ray (for example the
-    expected depth of a cheap coarse pass). The window starts at the first depth whose index
-    puts `centre` in its middle, clamped to the ray. Rendering only these samples equals
-    rendering all N wherever the samples left out carry no density: depth-guided sampling.
+    w: (B, rays, N) NeRF weights of a pass with `ray_depths(..., stratified=False)` samples on
+    [near, far]; each weight is taken as spread evenly over its sample's bin, so the profile's
+    cumulative distribution is piecewise linear in depth. Sample j sits where that distribution
+    reaches (j + 1/2) / count of the ray's total weight and carries total / count, so that
+    sum_j w_j v(t_j) is the midpoint rule of sum_i w_i v(t_i) on equal-mass bins (depth-guided
+    sampling: few samples, all where the weight is). Returns t (B, rays, count), increasing,
+    and w (B, rays, count). Memory O(B * rays * (N + count)).
     """
-    samples = t.shape[-1]
-    if not 1 <= count <= samples:
-        raise ValueError(f"window of {count} samples on rays of {samples}")
-    nearest = (t - centre[..., None]).abs().argmin(-1)  # (B, rays)
-    start = (nearest - (count - 1) // 2).clamp(0, samples - count)  # (B, rays)
-    index = start[..., None] + torch.arange(count, device=t.device)  # (B, rays, count)
-    return t.gather(-1, index)
+    samples = w.shape[-1]
+    cdf = torch.cat([torch.zeros_like(w[..., :1]), torch.cumsum(w, -1)], -1)  # (B, rays, N+1)
+    total = cdf[..., -1:]  # (B, rays, 1)
+    fraction = (torch.arange(count, device=w.device, dtype=w.dtype) + 0.5) / count  # (count,)
+    target = (total * fraction).contiguous()  # (B, rays, count) cumulative weight to reach
+    # The bin i whose edges bracket the target: cdf[i] <= target < cdf[i+1].
+    bin_index = (torch.searchsorted(cdf.contiguous(), target, right=True) - 1).clamp(0, samples - 1)
+    below, above = cdf.gather(-1, bin_index), cdf.gather(-1, bin_index + 1)  # (B, rays, count)
+    inside = (target - below) / (above - below).clamp_min(torch.finfo(w.dtype).tiny)
+    width = (far - near) / samples  # head units, bin width of the pass
+    t = near + width * (bin_index + inside.clamp(0, 1))  # (B, rays, count)
+    return t, (total / count).expand_as(t)
 
 
 def render_map(w: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ range * (D-1) * tanh(raw).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,19 +37,13 @@ from models.config import (
 )
 from models.discriminator import build_dual_branch_discriminator
 from models.generator import PartGenerator
-from models.lifting import LiftedRender, LiftingConfig, lifted_part_density, render_lifted
+from models.lifting import LiftedRender, LiftingConfig, lifted_density, render_lifted
 from models.local_generator import LocalGenerators
 from models.losses import depth_smoothness_loss
 from models.parts import PART_NAMES
 from models.registry import ModelSpec, register_model
 from models.render_net import build_render_net
-from models.rendering import (
-    expected_depth,
-    nerf_weights,
-    ray_depths,
-    ray_points,
-    window_depths,
-)
+from models.rendering import nerf_weights, quantile_depths, ray_depths, ray_points
 
 FACE_BASE = PART_NAMES.index("face")
 # Where each part's absolute depth starts, as a fraction of the volume depth (0 back, 1 front).
@@ -102,13 +96,17 @@ class SSGAN3DConfig(ModelConfig):
     ray_samples_train: int = Field(12, ge=2)  # N per ray in training
     ray_samples_test: int = Field(36, ge=2)  # N per ray at test time
     # Test-time depth-guided sampling (after SemanticHuman-HD): a density-only pass with
-    # `depth_guided_coarse` samples on a coarser ray grid finds each pixel's depth, then only
-    # the `depth_guided_window` of the ray_samples_test samples nearest it are rendered.
-    # Off ("uniform") by default.
+    # `depth_guided_coarse` uniform samples per ray finds where each ray's NeRF weight lies;
+    # features, masks and depth are then rendered at only `depth_guided_samples` points, at
+    # equal-mass quantiles of that weight (`models.rendering.quantile_depths`), instead of at
+    # ray_samples_test uniform samples. Off ("uniform") by default.
     test_sampling: Literal["uniform", "depth_guided"] = "uniform"
-    depth_guided_coarse: int = Field(12, ge=2)  # samples of the density-only pass
-    depth_guided_window: int = Field(8, ge=1)  # samples rendered around the found depth
-    depth_guided_stride: int = Field(2, ge=1)  # the density-only pass's rays: every n pixels
+    # The earlier depth-guided sampling's window and coarse-ray stride: test-time only, so
+    # snapshots trained with them render the same without.
+    RETIRED_KEYS: ClassVar[frozenset[str]] = frozenset({"depth_guided_window",
+                                                        "depth_guided_stride"})
+    depth_guided_coarse: int = Field(24, ge=2)  # samples of the density-only pass
+    depth_guided_samples: int = Field(6, ge=1)  # samples rendered where the weight is
     depth_smoothness_weight: float = Field(0.1, ge=0)  # lambda_ds, Eq. 12
     render_channel_base: int = Field(32768, ge=1)  # render net width at res s: base / s ...
     render_channel_max: int = Field(512, ge=1)  # ... capped at this
@@ -222,45 +220,41 @@ class SSGAN3DGenerator(PartGenerator):
         samples = num_ray_samples or (cfg.ray_samples_train if self.training
                                       else cfg.ray_samples_test)
         origins, directions = pixel_rays(cam2world, intrinsics, r)  # (B, r*r, 3) each
-        t = ray_depths(batch, r * r, samples, stratified=self.training,
-                       device=cam2world.device, dtype=cam2world.dtype)  # (B, r*r, N)
+        weights = None  # NeRF weights of the samples' densities (Eqs. 2-3)
         if self.uses_depth_guided_sampling(iteration):
-            t = window_depths(t, self.coarse_depth(maps, cam2world, intrinsics),
-                              min(cfg.depth_guided_window, samples))  # (B, r*r, window)
+            t, weights = self.depth_guided_depths(maps, origins, directions)  # (B, r*r, n) each
+        else:
+            t = ray_depths(batch, r * r, samples, stratified=self.training,
+                           device=cam2world.device, dtype=cam2world.dtype)  # (B, r*r, N)
         return render_lifted(
             maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
             ray_points(origins, directions, t), t, lifting=self.lifting,
-            mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path,
+            mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path, weights=weights,
         )
 
     def uses_depth_guided_sampling(self, iteration: int | None) -> bool:
         """Depth-guided sampling applies at test time with NeRF weights in Eq. 10 only.
 
-        With w_i = 1 the mask sums densities along the whole ray, which a window would cut.
+        With w_i = 1 the mask sums densities along the whole ray, not only where the weight is.
         """
         return (not self.training and self.config.test_sampling == "depth_guided"
                 and self.mask_weights_at(iteration) == "nerf")
 
-    def coarse_depth(self, maps: dict[str, torch.Tensor], cam2world: torch.Tensor,
-                     intrinsics: torch.Tensor) -> torch.Tensor:
-        """(B, r*r) expected ray depth from a cheap density-only pass.
+    def depth_guided_depths(self, maps: dict[str, torch.Tensor], origins: torch.Tensor,
+                            directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, rays, n) depths and weights of the depth-guided samples of each ray.
 
-        The pass renders densities only, with `depth_guided_coarse` uniform samples on rays
-        of a grid `depth_guided_stride` times coarser, and upsamples the depth bilinearly.
+        A density-only pass (Eqs. 6-8 without features) with `depth_guided_coarse` uniform
+        samples gives each ray's NeRF weights (Eqs. 2-3 on sigma_fused); the
+        `depth_guided_samples` samples sit at equal-mass quantiles of them.
         """
         cfg = self.config
-        r = cfg.render_resolution
-        coarse = max(1, r // cfg.depth_guided_stride)
-        origins, directions = pixel_rays(cam2world, intrinsics, coarse)  # (B, c*c, 3)
         batch, rays = origins.shape[:2]
         t = ray_depths(batch, rays, cfg.depth_guided_coarse, stratified=False,
-                       device=origins.device, dtype=origins.dtype)  # (B, c*c, Nc)
-        sigma = lifted_part_density(maps["sigma"], maps["d_hat"], cfg.volume_depth,
-                                    ray_points(origins, directions, t), lifting=self.lifting)
-        depth = expected_depth(nerf_weights(sigma.sum(-1), t), t)  # Eqs. 2-3 on sigma_fused
-        depth = F.interpolate(depth.view(batch, 1, coarse, coarse), size=(r, r),
-                              mode="bilinear", align_corners=False)
-        return depth.view(batch, r * r)
+                       device=origins.device, dtype=origins.dtype)  # (B, rays, Nc)
+        sigma = lifted_density(maps["sigma"], maps["d_hat"], cfg.volume_depth,
+                               ray_points(origins, directions, t), lifting=self.lifting)
+        return quantile_depths(nerf_weights(sigma, t), cfg.depth_guided_samples)
 
     def regularizers(self, output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Model-specific generator losses, already weighted: lambda_ds * L_ds (Eqs. 12-13)."""

@@ -12,9 +12,9 @@ from models.rendering import (
     accumulate,
     expected_depth,
     nerf_weights,
+    quantile_depths,
     ray_depths,
     ray_points,
-    window_depths,
 )
 
 
@@ -89,13 +89,22 @@ def test_accumulate_and_expected_depth() -> None:
     )
 
 
-def test_window_depths_picks_consecutive_samples_around_the_centre() -> None:
-    t = ray_depths(1, 3, 10, stratified=False)  # bin centres 3.1, 3.3, ..., 4.9
-    centre = torch.tensor([[3.0, 4.05, 5.0]])  # before the first, middle, after the last
-    window = window_depths(t, centre, 4)
-    torch.testing.assert_close(window[0, 0], t[0, 0, :4])  # clamped to the ray's start
-    torch.testing.assert_close(window[0, 1], t[0, 1, 4:8])  # 4.1 is nearest: index 5 in 4..7
-    torch.testing.assert_close(window[0, 2], t[0, 2, 6:])  # clamped to the ray's end
-    torch.testing.assert_close(window_depths(t, centre, 10), t)  # the whole ray
-    with pytest.raises(ValueError, match="window of 11 samples"):
-        window_depths(t, centre, 11)
+def test_quantile_depths_put_equal_weight_where_the_ray_weight_is() -> None:
+    t = ray_depths(1, 3, 10, stratified=False)  # bins of 0.2 on [3, 5]
+    w = torch.zeros(1, 3, 10, dtype=torch.float64)
+    w[0, 0, 4] = 1.0  # all weight in the bin [3.8, 4.0]
+    w[0, 1] = 0.1  # uniform along the ray
+    w[0, 2, 2], w[0, 2, 7] = 0.2, 0.6  # two surfaces, total 0.8
+    depths, weights = quantile_depths(w, 4)
+    torch.testing.assert_close(depths[0, 0], torch.tensor([3.825, 3.875, 3.925, 3.975],
+                                                          dtype=torch.float64))
+    torch.testing.assert_close(depths[0, 1], 3 + 2 * (torch.arange(4, dtype=torch.float64)
+                                                      + 0.5) / 4)
+    # 0.8 in four quarters: one in the first surface's bin [3.4, 3.6], three in the second's
+    assert 3.4 < depths[0, 2, 0] < 3.6
+    assert ((depths[0, 2, 1:] > 4.4) & (depths[0, 2, 1:] < 4.6)).all()
+    torch.testing.assert_close(weights.sum(-1), w.sum(-1))  # the total weight is kept
+    assert (depths.diff(dim=-1) >= 0).all()
+    assert t.shape == w.shape
+
+

@@ -155,23 +155,48 @@ def test_depth_smoothness_weight_and_ray_samples() -> None:
     assert (paper.render_resolution, paper.volume_depth, paper.feature_channels) == (64, 32, 256)
 
 
-def test_depth_guided_sampling_renders_only_the_window_and_matches_a_full_window() -> None:
+def test_depth_guided_sampling_renders_few_samples_and_approaches_the_uniform_render() -> None:
     uniform = build()
     n_test = uniform.config.ray_samples_test
-    full_window = build("model.test_sampling=depth_guided",
-                        f"model.depth_guided_window={n_test}")
-    guided = build("model.test_sampling=depth_guided", "model.depth_guided_window=3")
+    guided = build("model.test_sampling=depth_guided", f"model.depth_guided_coarse={n_test}",
+                   "model.depth_guided_samples=3")
+    dense = build("model.test_sampling=depth_guided", f"model.depth_guided_coarse={n_test}",
+                  "model.depth_guided_samples=256")
     w = latents(uniform)
-    reference = render(uniform, w)
-    for key in ("image", "mask", "depth"):  # a window of every sample is the uniform render
-        torch.testing.assert_close(render(full_window, w)[key], reference[key])
-    narrow = render(guided, w)
-    assert not torch.allclose(narrow["depth"], reference["depth"])  # fewer samples: different
-    # the window sits on the surface: depths agree to a few sample spacings
+    reference, narrow, fine = render(uniform, w), render(guided, w), render(dense, w)
+    cam2world, intrinsic = view_cameras(torch.device("cpu"))
+    with torch.no_grad():
+        rendered = guided.render_maps(guided.part_maps(w), cam2world[1:2].expand(2, 4, 4),
+                                      intrinsic[1:2].expand(2, 3, 3))
+    assert rendered.weights.shape[-1] == 3  # only 3 samples rendered per ray
     spacing = 2.0 / n_test  # (FAR - NEAR) / N head units
-    assert (narrow["depth"] - reference["depth"]).abs().mean() < 3 * spacing
+    for key in ("image", "mask", "depth"):  # more guided samples: closer to the uniform render
+        error = (narrow[key] - reference[key]).abs().mean()
+        assert (fine[key] - reference[key]).abs().mean() < error
+    assert (fine["depth"] - reference["depth"]).abs().mean() < 0.1 * spacing
+    assert (narrow["depth"] - reference["depth"]).abs().mean() < spacing
     guided.train()  # training always samples the whole ray
     assert not guided.uses_depth_guided_sampling(iteration=None)
     guided.eval()
     assert not guided.uses_depth_guided_sampling(iteration=0)  # warm-up: uniform mask weights
     assert guided.uses_depth_guided_sampling(iteration=None)
+
+
+def test_a_snapshot_with_retired_depth_guided_keys_still_loads(tmp_path) -> None:
+    from harness.config import config_to_dict
+    from harness.training.checkpoint import load_generator
+
+    config = config_to_dict(load_config(None, "smoke"))
+    generator = build()
+    old = {**config, "model": {**config["model"], "depth_guided_window": 8,
+                               "depth_guided_stride": 2}}  # keys of the earlier sampling
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"iteration": 3, "generator_ema": generator.state_dict(), "config": old},
+               tmp_path / "checkpoints" / "network-snapshot-00000003.pt")
+    loaded = load_generator(tmp_path)
+    assert loaded.iteration == 3 and not hasattr(loaded.config.model, "depth_guided_window")
+    misspelt = {**config, "model": {**config["model"], "depth_guided_windw": 8}}
+    torch.save({"iteration": 4, "generator_ema": generator.state_dict(), "config": misspelt},
+               tmp_path / "checkpoints" / "network-snapshot-00000004.pt")
+    with pytest.raises(Exception, match="unknown key 'model.depth_guided_windw'"):
+        load_generator(tmp_path)  # only retired keys are dropped

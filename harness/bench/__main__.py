@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.cli import make_parser, run_main
+from harness.cli import make_parser, positive_int, run_main
 from harness.errors import UserError
 from harness.io import atomic_write_json
 
@@ -37,16 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m harness.bench", __doc__.split("\n\n")[0])
     parser.add_argument("section", nargs="?", default="all", choices=(*SECTIONS, "all"))
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (median)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     parser.add_argument("--run-dir", type=Path,
                         help="a trained 3dssgan run for depth-guided and eval (default: an "
                              "untrained cpu-preset model)")
+    parser.add_argument("--guided-samples", type=positive_int, metavar="N",
+                        help="depth-guided: samples rendered per ray (default: the model's)")
+    parser.add_argument("--coarse-samples", type=positive_int, metavar="N",
+                        help="depth-guided: samples of the density-only pass (default: the "
+                        "model's)")
     parser.add_argument("--max-memory-gb", type=float, default=12.0,
                         help="skip reference renderer cases estimated above this (GiB)")
     parser.add_argument("--skip-paper", action="store_true",
                         help="leave out the paper-scale training steps (minutes, ~16 GB)")
-    parser.add_argument("--eval-images", type=int, metavar="N",
+    parser.add_argument("--eval-images", type=positive_int, metavar="N",
                         help="images per timed FID evaluation (default: the preset's "
                              "evaluate.fid_samples, 2000 at cpu)")
     parser.add_argument("--fid-extractor", default="auto",
@@ -85,7 +90,8 @@ def run_renderer(args: argparse.Namespace, device: torch.device) -> dict[str, An
 def run_depth_guided(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from harness.bench.depth_guided import bench_depth_guided
 
-    result = bench_depth_guided(device, run_dir=args.run_dir, repeats=args.repeats)
+    result = bench_depth_guided(device, run_dir=args.run_dir, repeats=args.repeats,
+                                samples=args.guided_samples, coarse=args.coarse_samples)
     _print_rows("depth-guided vs uniform test-time sampling", [result])
     return _flat("depth_guided", result)
 

@@ -37,16 +37,18 @@ def mask_miou(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.inference_mode()
 def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset: str = "cpu",
                        count: int = 8, repeats: int = 3, uniform_samples: int = 36,
-                       window: int | None = None, coarse: int | None = None) -> dict[str, Any]:
+                       samples: int | None = None, coarse: int | None = None) -> dict[str, Any]:
     """Depth-guided against uniform test-time sampling (`uniform_samples` per ray) on one
-    3dssgan generator; the depth-guided window picks from the same samples."""
+    3dssgan generator; `samples` and `coarse` override the model's depth-guided settings."""
     generator, _, source = bench_generator(run_dir, preset, device)
     cfg = generator.config
     if cfg.name != "3dssgan":
         raise ValueError(f"depth-guided sampling is a 3dssgan option, not {cfg.name}'s")
     cfg.ray_samples_test = uniform_samples
-    cfg.depth_guided_window = window or cfg.depth_guided_window
-    cfg.depth_guided_coarse = coarse or cfg.depth_guided_coarse
+    if samples is not None:
+        cfg.depth_guided_samples = samples
+    if coarse is not None:
+        cfg.depth_guided_coarse = coarse
     gen = torch.Generator().manual_seed(0)
     w = generator.sample_latents(count, generator=gen)
     cam2world = look_at_origin(CameraPrior().sample(count, generator=gen)).to(device)
@@ -72,8 +74,7 @@ def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset
         "generator": source,
         "samples_uniform": cfg.ray_samples_test,
         "samples_coarse": cfg.depth_guided_coarse,
-        "samples_window": cfg.depth_guided_window,
-        "coarse_stride": cfg.depth_guided_stride,
+        "samples_guided": cfg.depth_guided_samples,
         "images": count,
         "renderer_uniform_s": render_s["uniform"],
         "renderer_guided_s": render_s["depth_guided"],

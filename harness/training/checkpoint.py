@@ -120,8 +120,19 @@ def load_generator(
             "(python -m harness.train --run-dir RUN_DIR) or pass a snapshot path"
         )
     state = load_checkpoint(path, map_location=device)
-    config = resolve_config(state["config"], file_name=str(path))
+    config = resolve_config(_without_retired_keys(state["config"]), file_name=str(path))
     generator = get_model(config.model.name).build_generator(config.model)
     generator.load_state_dict(state["generator_ema"])
     generator.to(device).eval().requires_grad_(False)
     return LoadedGenerator(generator, config, int(state["iteration"]), path)
+
+
+def _without_retired_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's config without the model keys its model has since retired."""
+    from models.registry import get_model, model_names
+
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("name") not in model_names():
+        return config  # resolve_config names what is wrong
+    retired = get_model(model["name"]).config_class.RETIRED_KEYS
+    return {**config, "model": {k: v for k, v in model.items() if k not in retired}}
