@@ -90,6 +90,18 @@ def test_paper_sweeps_expand_with_the_papers_variants() -> None:
                                            "model.lifting.alpha"}
 
 
+def test_every_shipped_sweep_loads_and_asks_only_for_metrics_the_suite_has() -> None:
+    from harness.launch.spec import METRIC_GROUPS, metric_group
+    from harness.metrics.suite import METRICS
+
+    assert METRIC_GROUPS == METRICS
+    assert metric_group("mask/class_tv") == "classes"
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        assert expand(load_sweep(path)) or load_sweep(path).spec.search, path.name
+    baselines = expand(load_sweep(ROOT / "sweeps" / "baselines.yaml"))
+    assert [t.config.model.name for t in baselines] == ["3dssgan", "cnerf", "ide3d", "ssgan2d"]
+
+
 @pytest.mark.parametrize(("fields", "expected"), [
     ({"seedz": [1]}, "unknown key 'seedz'; did you mean 'seeds'?"),
     ({"grid": {"varients": []}}, "unknown key 'varients'; did you mean 'variants'?"),
