@@ -103,3 +103,19 @@ def test_bench_eval_times_the_fid_pipeline_and_its_parts(data_cache, monkeypatch
     wall = result["pipeline_s"] / (result["generator_s"] + result["extractor_s"]) - 1
     assert result["clock"] == "cpu" and result["overhead"] == cpu > -1
     assert result["overhead_wall"] == wall > -1
+
+
+def test_a_fresh_process_that_dies_without_a_result_is_noticed_at_once() -> None:
+    import multiprocessing
+    import os
+    import time
+
+    from harness.bench.models import _result_or_none
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=os._exit, args=(3,))  # as if killed before reporting
+    process.start()
+    started = time.monotonic()
+    assert _result_or_none(results, process, timeout_s=600) is None
+    assert time.monotonic() - started < 60 and process.exitcode == 3

@@ -17,9 +17,9 @@ The cpu-scale rows time all models in this process, alternating between them ove
 rounds (harness.bench.measure.interleaved_medians), so the load of a shared machine falls on
 every model alike; their memory comes from a fresh process per model. A paper row is one
 paper-scale step per model in its own subprocess (timed on the second step on CUDA, the first
-on CPU): it is heavy (3D-SSGAN's paper step takes minutes and ~16 GB on a CPU), so leave
-"paper" out of `presets` to skip it. A subprocess that fails, is killed (out of memory) or
-passes `process_timeout_s` gives a row with `error` set.
+on CPU): it is heavy (minutes and 10-25 GB per model on a CPU), so leave "paper" out of
+`presets` to skip it. A subprocess that fails, is killed (out of memory) or passes
+`process_timeout_s` gives a row with `error` set as soon as that is known.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import copy
 import logging
 import multiprocessing
 import queue
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,22 @@ def _fresh_child(name: str, preset: str, device_name: str, results: multiprocess
                      "traceback": traceback.format_exc()})
 
 
+def _result_or_none(results: multiprocessing.Queue, process: Any, timeout_s: float
+                    ) -> dict[str, Any] | None:
+    """The child's row, or None once it has ended without one or `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return results.get(timeout=min(5.0, max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            if not process.is_alive():  # killed (e.g. out of memory) before it could report
+                try:
+                    return results.get(timeout=1)
+                except queue.Empty:
+                    return None
+    return None
+
+
 def fresh_process_row(name: str, preset: str, device: torch.device, timeout_s: float
                       ) -> dict[str, Any]:
     """One row measured in a fresh process (the paper rows); `error` says why if it fails."""
@@ -180,13 +197,14 @@ def fresh_process_row(name: str, preset: str, device: torch.device, timeout_s: f
     results = context.Queue()
     process = context.Process(target=_fresh_child, args=(name, preset, str(device), results))
     process.start()
-    try:
-        row = results.get(timeout=timeout_s)
-    except queue.Empty:
+    row = _result_or_none(results, process, timeout_s)
+    if row is None:
         process.join(timeout=1)
+        why = (f"no result within {timeout_s:.0f} s" if process.exitcode is None
+               else "the process ended without a result")
         row = {"model": name, "preset": preset, "device": device.type,
-               "error": f"no result within {timeout_s:.0f} s (exit code {process.exitcode}; "
-                        "a negative code means killed, e.g. out of memory)"}
+               "error": f"{why} (exit code {process.exitcode}; a negative code means killed, "
+                        "e.g. -9 by the out-of-memory killer)"}
     process.join(timeout=10)
     if process.is_alive():
         process.kill()
