@@ -112,8 +112,7 @@ def render_lifted_reference(
     H=W=64, 64x64 rays, N=12: 0.9 GiB at C=64, 3.4 GiB at C=256.
     """
     _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
-    z = torch.arange(volume_depth, device=f2d.device, dtype=f2d.dtype)  # (D,) depth indices
-    psi = lifting.psi(d_hat[:, :, None] - z[:, None, None])  # (B, K, D, H, W) Eq. 7
+    psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W) Eq. 7
     f3d = psi[:, :, None] * f2d[:, :, :, None]  # (B, K, C, D, H, W) Eq. 5
     sigma3d = psi * sigma2d[:, :, None]  # (B, K, D, H, W) Eq. 6
     f_fused = f3d.sum(1)  # (B, C, D, H, W) Eq. 8

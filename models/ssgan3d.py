@@ -217,13 +217,13 @@ class SSGAN3DGenerator(PartGenerator):
         """Lift the part maps and render features, mask logits and depth (Eqs. 2-11)."""
         cfg = self.config
         batch, r = cam2world.shape[0], cfg.render_resolution
-        samples = num_ray_samples or (cfg.ray_samples_train if self.training
-                                      else cfg.ray_samples_test)
         origins, directions = pixel_rays(cam2world, intrinsics, r)  # (B, r*r, 3) each
         weights = None  # NeRF weights of the samples' densities (Eqs. 2-3)
         if self.uses_depth_guided_sampling(iteration):
             t, weights = self.depth_guided_depths(maps, origins, directions)  # (B, r*r, n) each
         else:
+            samples = num_ray_samples or (cfg.ray_samples_train if self.training
+                                          else cfg.ray_samples_test)
             t = ray_depths(batch, r * r, samples, stratified=self.training,
                            device=cam2world.device, dtype=cam2world.dtype)  # (B, r*r, N)
         return render_lifted(
