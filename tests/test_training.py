@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from harness.config import config_to_dict, load_config
 from harness.errors import UserError
-from harness.training import loop
+from harness.training import step
 from harness.training.checkpoint import latest_training_state, load_checkpoint
 from harness.training.distributed import free_port
 from harness.training.loop import TrainingDiverged, training_loop
@@ -62,14 +62,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, smoke_overrides) -
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, smoke_overrides, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_loss = loop.g_nonsaturating_loss
+    real_loss = step.g_nonsaturating_loss
     calls = {"n": 0}
 
     def exploding(logits: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
         return real_loss(logits) * (float("nan") if calls["n"] > 7 else 1.0)
 
-    monkeypatch.setattr(loop, "g_nonsaturating_loss", exploding)
+    monkeypatch.setattr(step, "g_nonsaturating_loss", exploding)
     config = load_config(None, "smoke", smoke_overrides)
     with pytest.raises(TrainingDiverged, match="iteration 8"):
         training_loop(config, tmp_path / "run", progress=False)

@@ -4,10 +4,10 @@
 and measures, per (model, preset):
 
     train_step_s    median wall time of one training step at the preset's batch size: the
-                    discriminator step and the generator step of the shared loop (mask
-                    consistency and the model's regularisers included) and the EMA update,
-                    without data loading and without the lazy R1 step (1 in `d_reg_every`);
-                    random real pairs stand in for the data
+                    training loop's own step (harness.training.step.gan_step: D step, G step
+                    with mask consistency and the model's regularisers, EMA update) as after
+                    every warm-up, without data loading and without the lazy R1 step (1 in
+                    `d_reg_every`); random real pairs stand in for the data
     images_per_s    generator inference (eval mode, no grad, frontal camera) at the same batch
     peak_memory_mb  memory of building the networks and taking one training step, in a
                     fresh process per model: CPU: peak resident set size (`VmHWM`) above
@@ -24,7 +24,6 @@ on CPU): it is heavy (minutes and 10-25 GB per model on a CPU), so leave "paper"
 
 from __future__ import annotations
 
-import copy
 import logging
 import multiprocessing
 import queue
@@ -43,16 +42,9 @@ from harness.bench.measure import interleaved_medians, median_seconds, status_by
 from harness.config import ExperimentConfig, load_config
 from harness.training.cameras import sample_cameras
 from harness.training.loop import resolve_device
+from harness.training.step import Gan, build_gan, gan_step
 from models.camera import PITCH_MEAN, YAW_MEAN, intrinsics, look_at_origin
-from models.discriminator import discriminator_inputs
-from models.losses import (
-    d_loss_fake,
-    d_loss_real,
-    ema_update,
-    g_nonsaturating_loss,
-    mask_consistency_loss,
-)
-from models.registry import get_model, model_names
+from models.registry import model_names
 
 log = logging.getLogger(__name__)
 COLUMNS = ("model", "preset", "device", "batch_size", "train_step_s", "images_per_s",
@@ -62,65 +54,35 @@ MB = 2**20
 
 @dataclass
 class Setup:
-    """One model ready to train: networks, optimisers, a random real batch."""
+    """One model ready to train: the loop's networks and optimisers, a random real batch."""
 
-    config: ExperimentConfig
-    generator: nn.Module
-    generator_ema: nn.Module
-    discriminator: nn.Module
-    g_opt: torch.optim.Optimizer
-    d_opt: torch.optim.Optimizer
+    gan: Gan
     real_image: torch.Tensor  # (B, 3, R, R) in [-1, 1]
     real_mask: torch.Tensor  # (B, K, R, R) one-hot in {-1, 1}
     device: torch.device
     rng: torch.Generator  # latents and cameras
 
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.gan.config
+
 
 def setup(name: str, preset: str, device: torch.device) -> Setup:
-    """Build `name` at `preset` with the shared loop's optimisers and a random real batch."""
+    """Build `name` at `preset` as the training loop does, with a random real batch."""
     config = load_config(None, preset, [f"model.name={name}"])
-    spec, train, model = get_model(name), config.train, config.model
-    torch.manual_seed(train.seed)
-    generator = spec.build_generator(model).to(device).train()
-    discriminator = spec.build_discriminator(model).to(device)
-    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    ratio = train.d_reg_every / (train.d_reg_every + 1)  # lazy regularisation, as the loop
-    g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
-    d_opt = torch.optim.Adam(discriminator.parameters(), lr=train.lr * ratio,
-                             betas=(train.beta1**ratio, train.beta2**ratio))
-    batch, size = train.batch_size, model.resolution
-    labels = torch.randint(model.num_parts, (batch, size, size))
-    real_mask = 2 * F.one_hot(labels, model.num_parts).permute(0, 3, 1, 2).float() - 1
-    return Setup(config, generator, generator_ema, discriminator, g_opt, d_opt,
-                 (torch.rand(batch, 3, size, size) * 2 - 1).to(device), real_mask.to(device),
-                 device, torch.Generator().manual_seed(train.seed))
+    batch, size, parts = config.train.batch_size, config.model.resolution, config.model.num_parts
+    gan = build_gan(config, device)
+    labels = torch.randint(parts, (batch, size, size))
+    real_mask = 2 * F.one_hot(labels, parts).permute(0, 3, 1, 2).float() - 1
+    return Setup(gan, (torch.rand(batch, 3, size, size) * 2 - 1).to(device), real_mask.to(device),
+                 device, torch.Generator().manual_seed(config.train.seed))
 
 
 def train_step(s: Setup) -> None:
-    """One step of the shared loop (harness.training.loop) without data loading and R1."""
-    batch, train = s.config.train.batch_size, s.config.train
-    real = get_model(s.config.model.name).real_inputs(s.config.model, s.real_image, s.real_mask)
-    s.discriminator.requires_grad_(True)
-    with torch.no_grad():
-        w = s.generator.sample_latents(batch, generator=s.rng)
-        fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
-    s.d_opt.zero_grad(set_to_none=True)
-    d_loss_fake(s.discriminator(**discriminator_inputs(fake))).backward()
-    del fake
-    d_loss_real(s.discriminator(**real)).backward()
-    s.d_opt.step()
-    s.discriminator.requires_grad_(False)
-    w = s.generator.sample_latents(batch, generator=s.rng)
-    fake = s.generator(w, *sample_cameras(batch, s.rng, s.device))
-    extra = s.generator.regularizers(fake) if hasattr(s.generator, "regularizers") else {}
-    g_loss = (g_nonsaturating_loss(s.discriminator(**discriminator_inputs(fake)))
-              + train.mask_consistency_weight * mask_consistency_loss(fake["mask_coarse"],
-                                                                      fake["mask"])
-              + sum(extra.values()))
-    s.g_opt.zero_grad(set_to_none=True)
-    g_loss.backward()
-    s.g_opt.step()
-    ema_update(s.generator_ema, s.generator, 0.999)
+    """One step of the training loop (harness.training.step.gan_step) past every warm-up,
+    without the lazy R1 step; the fake cameras come from the pose prior."""
+    gan_step(s.gan, s.real_image, s.real_mask, sample_cameras, s.rng, iteration=None,
+             regularize=False)
 
 
 def inference(s: Setup) -> Callable[[], Any]:
@@ -130,11 +92,11 @@ def inference(s: Setup) -> Callable[[], Any]:
     cam2world = look_at_origin(angles).to(s.device)
     intrinsic = intrinsics().to(s.device).expand(batch, 3, 3)
     with torch.no_grad():
-        w = s.generator_ema.sample_latents(batch, generator=s.rng)
+        w = s.gan.generator_ema.sample_latents(batch, generator=s.rng)
 
     @torch.no_grad()
     def run() -> Any:
-        return s.generator_ema(w, cam2world, intrinsic)
+        return s.gan.generator_ema(w, cam2world, intrinsic)
 
     return run
 
@@ -145,8 +107,8 @@ def _row(s: Setup, name: str, preset: str) -> dict[str, Any]:
 
     return {"model": name, "preset": preset, "device": s.device.type,
             "batch_size": s.config.train.batch_size,
-            "generator_params_m": millions(s.generator),
-            "discriminator_params_m": millions(s.discriminator), "error": None}
+            "generator_params_m": millions(s.gan.generator),
+            "discriminator_params_m": millions(s.gan.discriminator), "error": None}
 
 
 def _fresh_child(name: str, preset: str, device_name: str, results: multiprocessing.Queue

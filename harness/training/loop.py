@@ -9,7 +9,6 @@ run resumed from a checkpoint retraces exactly the steps of an uninterrupted run
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -34,22 +33,11 @@ from harness.training.cameras import camera_sampler
 from harness.training.distributed import (
     DistInfo,
     all_ranks_finite,
-    average_buffers,
-    average_gradients,
     broadcast_module,
     init_distributed,
 )
 from harness.training.samples import save_sample_grid
-from models.discriminator import discriminator_inputs
-from models.losses import (
-    d_loss_fake,
-    d_loss_real,
-    ema_update,
-    g_nonsaturating_loss,
-    mask_consistency_loss,
-    r1_backward,
-)
-from models.registry import get_model
+from harness.training.step import build_gan, gan_step
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +129,6 @@ def _rewrite_metrics_until(run_dir: Path, iteration: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def training_loop(
     config: ExperimentConfig,
     run_dir: str | Path,
@@ -180,18 +163,8 @@ def training_loop(
         dataset = open_dataset(config.data, config.model.resolution)
 
     fake_cameras = camera_sampler(train.fake_cameras, config)
-    spec = get_model(config.model.name)
-    torch.manual_seed(train.seed)
-    generator = spec.build_generator(config.model).to(device)
-    discriminator = spec.build_discriminator(config.model).to(device)
-    generator_ema = copy.deepcopy(generator).eval()
-    _set_requires_grad(generator_ema, False)
-    reg_ratio = train.d_reg_every / (train.d_reg_every + 1)  # lazy regularisation (StyleGAN2)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
-    d_opt = torch.optim.Adam(
-        discriminator.parameters(), lr=train.lr * reg_ratio,
-        betas=(train.beta1**reg_ratio, train.beta2**reg_ratio),
-    )
+    gan = build_gan(config, device)
+    generator, discriminator, generator_ema = gan.generator, gan.discriminator, gan.generator_ema
 
     start = 0
     state_path = ckpt.latest_training_state(run_dir)
@@ -200,8 +173,8 @@ def training_loop(
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         generator_ema.load_state_dict(state["generator_ema"])
-        g_opt.load_state_dict(state["g_opt"])
-        d_opt.load_state_dict(state["d_opt"])
+        gan.g_opt.load_state_dict(state["g_opt"])
+        gan.d_opt.load_state_dict(state["d_opt"])
         ckpt.set_rng_state(state["rng"])
         start = int(state["iteration"])
         if info.is_main:
@@ -214,7 +187,6 @@ def training_loop(
     if info.is_main:
         _rewrite_metrics_until(run_dir, start)
         (run_dir / FAILURE_FILE).unlink(missing_ok=True)
-    ema_beta = 0.5 ** (train.batch_size / (train.ema_kimg * 1000))
     bar = tqdm(total=train.iterations, initial=start, disable=not (progress and info.is_main),
                dynamic_ncols=True, desc=run_dir.name)
     started, started_iteration = time.time(), start
@@ -228,8 +200,8 @@ def training_loop(
             run_dir, iteration,
             state={"iteration": iteration, "generator": generator.state_dict(),
                    "discriminator": discriminator.state_dict(),
-                   "generator_ema": generator_ema.state_dict(), "g_opt": g_opt.state_dict(),
-                   "d_opt": d_opt.state_dict(), "rng": ckpt.rng_state(), "config": resolved},
+                   "generator_ema": generator_ema.state_dict(), "g_opt": gan.g_opt.state_dict(),
+                   "d_opt": gan.d_opt.state_dict(), "rng": ckpt.rng_state(), "config": resolved},
             snapshot={"iteration": iteration, "generator_ema": generator_ema.state_dict(),
                       "config": resolved},
         )
@@ -255,52 +227,10 @@ def training_loop(
         torch.manual_seed(iteration_generator(train.seed, iteration, info.rank, 0).initial_seed())
         rng_data = iteration_generator(train.seed, iteration, info.rank, 1)
         rng_fake = iteration_generator(train.seed, iteration, info.rank, 2)
-        generator.train()
-
-        # Discriminator step: real (image, one-hot mask) against generated pairs, each given to
-        # D as the model declares (models.discriminator; IDE-3D adds low-resolution copies).
-        real = spec.real_inputs(config.model, *_real_batch(
-            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device))
-        _set_requires_grad(discriminator, True)
-        with torch.no_grad():
-            w = generator.sample_latents(local_batch, generator=rng_fake)
-            fake = generator(w, *fake_cameras(local_batch, rng_fake, device),
-                             iteration=iteration)
-        # The two halves of the logistic loss backward one at a time: the same gradient as
-        # backward of their sum, with one discriminator graph in memory instead of two.
-        d_opt.zero_grad(set_to_none=True)
-        d_fake = d_loss_fake(discriminator(**discriminator_inputs(fake)))
-        d_fake.backward()
-        del fake
-        d_real = d_loss_real(discriminator(**real))
-        d_real.backward()
-        losses = {"d_loss": (d_real + d_fake).detach()}
-        if iteration % train.d_reg_every == 0:
-            real = {key: value.detach().requires_grad_(True) for key, value in real.items()}
-            losses["r1_image"], losses["r1_mask"] = r1_backward(
-                discriminator(**real), real, train.r1_gamma_image, train.r1_gamma_mask,
-                scale=train.d_reg_every)
-        average_gradients(discriminator, info)
-        _clip(discriminator, train.max_grad_norm)
-        d_opt.step()
-
-        # Generator step.
-        _set_requires_grad(discriminator, False)
-        w = generator.sample_latents(local_batch, generator=rng_fake)
-        fake = generator(w, *fake_cameras(local_batch, rng_fake, device), iteration=iteration)
-        g_adv = g_nonsaturating_loss(discriminator(**discriminator_inputs(fake)))
-        g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
-        extra = generator.regularizers(fake) if hasattr(generator, "regularizers") else {}
-        g_loss = g_adv + train.mask_consistency_weight * g_mask + sum(extra.values())
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        average_gradients(generator, info)
-        _clip(generator, train.max_grad_norm)
-        g_opt.step()
-        average_buffers(generator, info)
-        ema_update(generator_ema, generator, ema_beta)
-        losses.update({"g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
-                       "g_mask": g_mask.detach(), **{k: v.detach() for k, v in extra.items()}})
+        real_image, real_mask = _real_batch(
+            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
+        losses = gan_step(gan, real_image, real_mask, fake_cameras, rng_fake, iteration,
+                          regularize=iteration % train.d_reg_every == 0, info=info)
         if not all_ranks_finite(torch.stack([v.float() for v in losses.values()]), info):
             fail(iteration + 1, losses)
 
@@ -342,11 +272,6 @@ def training_loop(
             tracker.finish()
     _barrier(info)
     return TrainResult(final, generator, discriminator, generator_ema)
-
-
-def _clip(module: nn.Module, max_norm: float | None) -> None:
-    if max_norm is not None:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
 
 
 def _barrier(info: DistInfo) -> None:

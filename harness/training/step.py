@@ -1,0 +1,132 @@
+"""One iteration of the shared GAN recipe (SemanticStyleGAN's), and the networks it updates.
+
+The training loop (harness.training.loop) and the model benchmark (harness.bench.models)
+both build their networks with `build_gan` and train with `gan_step`, so what the benchmark
+times and measures is the step the loop takes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.config import ExperimentConfig
+from harness.training.distributed import DistInfo, average_buffers, average_gradients
+from models.discriminator import discriminator_inputs
+from models.losses import (
+    d_loss_fake,
+    d_loss_real,
+    ema_update,
+    g_nonsaturating_loss,
+    mask_consistency_loss,
+    r1_backward,
+)
+from models.registry import get_model
+
+# (batch, rng, device) -> (cam2world (B, 4, 4), intrinsics (B, 3, 3)) of generated images
+CameraSampler = Callable[[int, torch.Generator, torch.device], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Gan:
+    """A model's networks and optimisers: G, D, the EMA of G, Adam for G and for D."""
+
+    config: ExperimentConfig
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+
+    def ema_beta(self) -> float:
+        """Per-step EMA decay: half-life of `train.ema_kimg` thousand images (StyleGAN2)."""
+        train = self.config.train
+        return 0.5 ** (train.batch_size / (train.ema_kimg * 1000))
+
+
+def build_gan(config: ExperimentConfig, device: torch.device) -> Gan:
+    """`config.model`'s networks (seeded by `train.seed`) with the recipe's optimisers.
+
+    Adam with betas (beta1, beta2); D's learning rate and betas are rescaled for lazy R1
+    every `d_reg_every` steps (StyleGAN2: ratio = c / (c + 1)).
+    """
+    spec, train = get_model(config.model.name), config.train
+    torch.manual_seed(train.seed)
+    generator = spec.build_generator(config.model).to(device)
+    discriminator = spec.build_discriminator(config.model).to(device)
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    ratio = train.d_reg_every / (train.d_reg_every + 1)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=train.lr * ratio,
+                             betas=(train.beta1**ratio, train.beta2**ratio))
+    return Gan(config, generator, discriminator, generator_ema, g_opt, d_opt)
+
+
+def gan_step(
+    gan: Gan,
+    real_image: torch.Tensor,  # (B, 3, R, R) in [-1, 1]
+    real_mask: torch.Tensor,  # (B, K, R, R) one-hot in {-1, 1}
+    fake_cameras: CameraSampler,
+    rng: torch.Generator,  # latents and cameras of the generated images
+    iteration: int | None,  # passed to G (warm-ups); None: a trained model's step
+    regularize: bool,  # take the lazy R1 step on both D branches
+    info: DistInfo | None = None,  # the job's ranks, whose gradients are averaged
+) -> dict[str, torch.Tensor]:
+    """One D step (logistic loss, optional R1) and one G step (non-saturating loss, mask
+    consistency, the model's own regularisers), then the EMA update; the detached losses."""
+    g, d, train = gan.generator, gan.discriminator, gan.config.train
+    info = info or DistInfo()
+    batch = real_image.shape[0]
+    device = real_image.device
+    real = get_model(gan.config.model.name).real_inputs(gan.config.model, real_image, real_mask)
+    g.train()
+
+    # Discriminator step: real (image, one-hot mask) against generated pairs, each given to D
+    # as the model declares (models.discriminator; IDE-3D adds low-resolution copies).
+    d.requires_grad_(True)
+    with torch.no_grad():
+        w = g.sample_latents(batch, generator=rng)
+        fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
+    # The two halves of the logistic loss backward one at a time: the same gradient as
+    # backward of their sum, with one discriminator graph in memory instead of two.
+    gan.d_opt.zero_grad(set_to_none=True)
+    d_fake = d_loss_fake(d(**discriminator_inputs(fake)))
+    d_fake.backward()
+    del fake
+    d_real = d_loss_real(d(**real))
+    d_real.backward()
+    losses = {"d_loss": (d_real + d_fake).detach()}
+    if regularize:
+        real = {key: value.detach().requires_grad_(True) for key, value in real.items()}
+        losses["r1_image"], losses["r1_mask"] = r1_backward(
+            d(**real), real, train.r1_gamma_image, train.r1_gamma_mask, scale=train.d_reg_every)
+    average_gradients(d, info)
+    _clip(d, train.max_grad_norm)
+    gan.d_opt.step()
+
+    # Generator step.
+    d.requires_grad_(False)
+    w = g.sample_latents(batch, generator=rng)
+    fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
+    g_adv = g_nonsaturating_loss(d(**discriminator_inputs(fake)))
+    g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
+    extra = g.regularizers(fake) if hasattr(g, "regularizers") else {}
+    g_loss = g_adv + train.mask_consistency_weight * g_mask + sum(extra.values())
+    gan.g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    average_gradients(g, info)
+    _clip(g, train.max_grad_norm)
+    gan.g_opt.step()
+    average_buffers(g, info)
+    ema_update(gan.generator_ema, g, gan.ema_beta())
+    return {**losses, "g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
+            "g_mask": g_mask.detach(), **{k: v.detach() for k, v in extra.items()}}
+
+
+def _clip(module: nn.Module, max_norm: float | None) -> None:
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
