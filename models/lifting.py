@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from models.camera import world_to_grid
 from models.rendering import accumulate, expected_depth, nerf_weights
@@ -146,40 +147,72 @@ def render_lifted_fast(
     lifting: LiftingConfig,
     mask_weights: str = "nerf",
     weights: torch.Tensor | None = None,
+    ray_chunk: int | None = None,
 ) -> LiftedRender:
     """Lift, fuse and render without materialising any volume; equal to the reference path.
 
     Arguments as in `render_lifted`. Allocates no tensor of size K*C*D*H*W, rays*N*K*C or
     rays*N*C. Peak memory, forward + backward, with s bytes per element: about
     s * B * (2*K*H*W*C + rays*C) for the channels-last feature table, its gradient and the
-    output, plus about 12*s * B*rays*N*4*K for the per-(sample, xy-corner, part) coefficients,
+    output, plus about 12*s * B*R*N*4*K for the per-(sample, xy-corner, part) coefficients,
     indices and the autograd state that scales with them (the rate measured on CPU: 48 bytes
     each in float32), plus 3*s * B*K*D*H*W for psi and the part densities at the grid nodes.
-    Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, C=256: 0.35 GiB at N=12,
-    0.58 GiB at N=36. Differentiable to any order.
+    R is the number of rays, or `ray_chunk` when given: the rays are then rendered that many
+    at a time and, when gradients are recorded, each chunk's terms are recomputed in the
+    backward pass instead of kept (activation checkpointing: one more forward pass of the
+    per-sample terms). Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, C=256:
+    0.22 GiB at N=12 and 0.44 GiB at N=36 without chunks, 0.39 GiB at N=36 in chunks of 512
+    rays. Indices are int32 where they fit. Differentiable to any order.
     """
     _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
     batch, parts, channels, height, width = f2d.shape
-    rays, samples = points.shape[1:3]
-    pixel, coef, sigma_parts = _corner_terms(sigma2d, d_hat, volume_depth, points, lifting)
+    rays = points.shape[1]
+    psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W) Eq. 7
+    nodes = _NodeTable.of(torch.cat([psi, psi * sigma2d[:, :, None]], dim=1))  # Eqs. 6-7, 2K
+    table = f2d.permute(0, 1, 3, 4, 2).reshape(batch * parts * height * width, channels)
+    chunk = ray_chunk or rays
+    pieces = []
+    for start in range(0, rays, chunk):
+        ray_slice = slice(start, start + chunk)
+        arguments = (nodes, table, points[:, ray_slice], t[:, ray_slice],
+                     None if weights is None else weights[:, ray_slice], mask_weights)
+        if chunk < rays and torch.is_grad_enabled():
+            pieces.append(checkpoint(_render_rays, *arguments, use_reentrant=False))
+        else:
+            pieces.append(_render_rays(*arguments))
+    return LiftedRender(*(torch.cat(field, dim=1) if len(pieces) > 1 else field[0]
+                          for field in zip(*pieces, strict=True)))
+
+
+def _render_rays(
+    nodes: _NodeTable,
+    table: torch.Tensor,
+    points: torch.Tensor,
+    t: torch.Tensor,
+    weights: torch.Tensor | None,
+    mask_weights: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fields of `LiftedRender` for some rays: `render_lifted_fast` after its node and
+    feature tables (table: (B*K*H*W, C) rows of the 2D feature maps, channels last)."""
+    batch, rays, samples = points.shape[:3]
+    parts = nodes.channels // 2
+    pixel, coef, sigma_parts = _corner_terms(nodes, points)
     if weights is None:  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
         weights = nerf_weights(sigma_parts.sum(-1), t)
 
     # Eqs. 4, 5, 8: f_render = sum over (sample, corner, part) of w_i coef f_k[corner]: a sparse
     # (B*rays, B*K*H*W) matrix, one row per ray, times the (B*K*H*W, C) feature table.
-    offsets = torch.arange(batch * parts, device=f2d.device).view(batch, 1, 1, 1, parts)
-    rows = pixel[..., None] + offsets * (height * width)  # (B, rays, N, 4, K)
-    rays_by_pixels = _SparseRows(rows.view(-1), samples * 4 * parts, batch * parts * height * width)
-    table = f2d.permute(0, 1, 3, 4, 2).reshape(batch * parts * height * width, channels)
+    pixels = nodes.height * nodes.width
+    offsets = torch.arange(batch * parts, device=table.device).view(batch, 1, 1, 1, parts)
+    index_dtype = _index_dtype(max(table.shape[0], pixel.numel() * parts))
+    rows = (pixel[..., None] + offsets * pixels).to(index_dtype)  # (B, rays, N, 4, K)
+    rays_by_pixels = _SparseRows(rows.view(-1), samples * 4 * parts, table.shape[0])
     entries = (weights[..., None, None] * coef).view(-1)  # (B*rays*N*4*K,)
     feature = _SparseMatmul.apply(entries, table, rays_by_pixels)  # (B*rays, C)
-    feature = feature.view(batch, rays, channels)  # (B, rays, C)
-    return LiftedRender(
-        feature=feature,
-        mask_logits=accumulate(_mask_weights(weights, mask_weights), sigma_parts),  # Eq. 10
-        weights=weights,
-        depth=expected_depth(weights, t),
-    )
+    return (feature.view(batch, rays, -1),  # (B, rays, C)
+            accumulate(_mask_weights(weights, mask_weights), sigma_parts),  # Eq. 10
+            weights,
+            expected_depth(weights, t))
 
 
 def render_lifted(
@@ -194,6 +227,7 @@ def render_lifted(
     mask_weights: str = "nerf",
     path: str = "fast",
     weights: torch.Tensor | None = None,
+    ray_chunk: int | None = None,
 ) -> LiftedRender:
     """Render the lifted, fused part volumes along rays (Eqs. 2-11).
 
@@ -204,12 +238,19 @@ def render_lifted(
     path: "fast" (default) or "reference"; see their docstrings for peak memory.
     weights: (B, rays, N) quadrature weights of the samples to use instead of the NeRF weights
     of their densities, for samples placed by a previous pass (`quantile_depths`).
+    ray_chunk: fast path only: render this many rays at a time, recomputing their terms in
+    the backward pass (less memory, one more forward pass of the per-sample terms).
     """
     if path not in PATHS:
         raise ValueError(f"lifting path {path!r} is unknown; choices: {', '.join(PATHS)}")
-    render = render_lifted_fast if path == "fast" else render_lifted_reference
-    return render(f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting,
-                  mask_weights=mask_weights, weights=weights)
+    if path == "reference":
+        if ray_chunk:
+            raise ValueError("ray_chunk applies to the fast lifting path only")
+        return render_lifted_reference(f2d, sigma2d, d_hat, volume_depth, points, t,
+                                       lifting=lifting, mask_weights=mask_weights,
+                                       weights=weights)
+    return render_lifted_fast(f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting,
+                              mask_weights=mask_weights, weights=weights, ray_chunk=ray_chunk)
 
 
 def _corners(
@@ -244,42 +285,56 @@ def _node_psi(d_hat: torch.Tensor, volume_depth: int, lifting: LiftingConfig) ->
     return lifting.psi(d_hat[:, :, None] - z[:, None, None])
 
 
-def _interpolate_in_z(nodes: torch.Tensor, pixel: torch.Tensor, z0: torch.Tensor,
-                      fz: torch.Tensor) -> torch.Tensor:
-    """(B, rays, N, 4, ch) node values (B, ch, D, H, W) at each point's xy-corners, linearly
-    interpolated between its two depth nodes z0 and z0 + 1 (zero outside the grid)."""
-    batch, channels, depth, height, width = nodes.shape
-    table = nodes.permute(0, 3, 4, 2, 1).reshape(-1, channels)  # (B*H*W*D, ch), z fastest
-    offsets = torch.arange(batch, device=pixel.device).view(batch, 1, 1, 1) * (height * width)
-    first_node = (offsets + pixel) * depth  # (B, rays, N, 4) row of node z = 0
-    out = 0
-    for step, weight in ((0, 1 - fz), (1, fz)):
-        z = z0 + step  # (B, rays, N)
-        rows = first_node + z.clamp(0, depth - 1).long()[..., None]  # (B, rays, N, 4)
-        out = out + (weight * _inside(z, depth))[..., None, None] * F.embedding(rows, table)
-    return out
+@dataclass(frozen=True)
+class _NodeTable:
+    """Values at the grid nodes, (B*H*W*D, ch) with z fastest, read at sample corners."""
+
+    values: torch.Tensor
+    batch: int
+    depth: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, nodes: torch.Tensor) -> _NodeTable:
+        """The table of node values (B, ch, D, H, W)."""
+        batch, channels, depth, height, width = nodes.shape
+        return cls(nodes.permute(0, 3, 4, 2, 1).reshape(-1, channels), batch, depth, height,
+                   width)
+
+    @property
+    def channels(self) -> int:
+        return self.values.shape[1]
+
+    def at_corners(self, pixel: torch.Tensor, z0: torch.Tensor, fz: torch.Tensor
+                   ) -> torch.Tensor:
+        """(B, rays, N, 4, ch) the values at each point's xy-corners (`_corners`), linearly
+        interpolated between its two depth nodes z0 and z0 + 1 (zero outside the grid)."""
+        offsets = torch.arange(self.batch, device=pixel.device).view(self.batch, 1, 1, 1)
+        first_node = (offsets * (self.height * self.width) + pixel) * self.depth  # z = 0 rows
+        out = 0
+        for step, weight in ((0, 1 - fz), (1, fz)):
+            z = z0 + step  # (B, rays, N)
+            rows = first_node + z.clamp(0, self.depth - 1).long()[..., None]  # (B, rays, N, 4)
+            out = out + (weight * _inside(z, self.depth))[..., None, None] * F.embedding(
+                rows, self.values)
+        return out
 
 
-def _corner_terms(
-    sigma2d: torch.Tensor,
-    d_hat: torch.Tensor,
-    volume_depth: int,
-    points: torch.Tensor,
-    lifting: LiftingConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _corner_terms(nodes: _NodeTable, points: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Trilinear sampling of the lifted part volumes psi_k g_k as corner coefficients.
 
-    Returns pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners; coef
-    (B, rays, N, 4, K) such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is
-    sum over corners of coef * g_k[pixel], for any 2D map g_k; and sigma_parts (B, rays, N, K),
-    the sampled part densities sigma_k^3d (Eqs. 6, 11). psi is evaluated once per grid node
-    (B*K*D*H*W scalars, the size of one density volume), not once per sample and corner.
+    `nodes` holds psi_k and psi_k sigma_k^2d at the grid nodes (2K channels: Eqs. 6-7), so psi
+    is evaluated once per node (B*K*D*H*W scalars), not once per sample and corner. Returns
+    pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners; coef (B, rays, N, 4, K)
+    such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is sum over corners
+    of coef * g_k[pixel], for any 2D map g_k; and sigma_parts (B, rays, N, K), the sampled part
+    densities sigma_k^3d (Eqs. 6, 11).
     """
-    parts, height, width = d_hat.shape[1:]
-    pixel, w_xy, z0, fz = _corners(points, height, width, volume_depth)
-    psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W)
-    nodes = torch.cat([psi, psi * sigma2d[:, :, None]], dim=1)  # (B, 2K, D, H, W): Eqs. 6-7
-    lifted = w_xy[..., None] * _interpolate_in_z(nodes, pixel, z0, fz)  # (B, rays, N, 4, 2K)
+    parts = nodes.channels // 2
+    pixel, w_xy, z0, fz = _corners(points, nodes.height, nodes.width, nodes.depth)
+    lifted = w_xy[..., None] * nodes.at_corners(pixel, z0, fz)  # (B, rays, N, 4, 2K)
     return pixel, lifted[..., :parts], lifted[..., parts:].sum(3)
 
 
@@ -300,33 +355,50 @@ def lifted_density(
     height, width = d_hat.shape[-2:]
     pixel, w_xy, z0, fz = _corners(points, height, width, volume_depth)
     fused = (_node_psi(d_hat, volume_depth, lifting) * sigma2d[:, :, None]).sum(1, keepdim=True)
-    return (w_xy * _interpolate_in_z(fused, pixel, z0, fz)[..., 0]).sum(-1)
+    return (w_xy * _NodeTable.of(fused).at_corners(pixel, z0, fz)[..., 0]).sum(-1)
 
 
 class _SparseRows:
     """Structure of a sparse matrix S whose row b holds `length` consecutive entries.
 
     Entry e sits at row e // length and column columns[e]; its value is given separately, so
-    that one structure serves S, S^T and sampled products with the values as tensors.
+    that one structure serves S, S^T and sampled products with the values as tensors. The
+    autograd functions below keep only `columns` for their backward passes (as a saved
+    tensor, which activation checkpointing may drop and recompute) and rebuild the rest.
     """
 
     def __init__(self, columns: torch.Tensor, length: int, num_columns: int) -> None:
         self.columns = columns  # (E,) int64
         self.length = length
         self.num_columns = num_columns
-        self.row_starts = torch.arange(0, columns.numel(), length, device=columns.device)
+        self.row_starts = torch.arange(0, columns.numel(), length, device=columns.device,
+                                       dtype=columns.dtype)
 
     @cached_property
     def row_of(self) -> torch.Tensor:
         """(E,) the row of each entry (needed by derivatives only)."""
-        return torch.arange(self.columns.numel(), device=self.columns.device) // self.length
+        return torch.arange(self.columns.numel(), device=self.columns.device,
+                            dtype=self.columns.dtype) // self.length
 
     @cached_property
     def by_column(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """S^T's layout: entries sorted by column (E,), their rows (E,), column starts (cols,)."""
-        order = torch.argsort(self.columns)  # (E,)
+        order = torch.argsort(self.columns).to(self.columns.dtype)  # (E,)
         counts = torch.bincount(self.columns, minlength=self.num_columns)  # (cols,)
-        return order, self.row_of[order], torch.cumsum(counts, 0) - counts
+        starts = (torch.cumsum(counts, 0) - counts).to(self.columns.dtype)
+        return order, self.row_of[order], starts
+
+
+def _save(ctx: Any, s: _SparseRows, *tensors: torch.Tensor) -> None:
+    """Keep `tensors` and the structure's columns for backward, and its sizes."""
+    ctx.save_for_backward(*tensors, s.columns)
+    ctx.length, ctx.num_columns = s.length, s.num_columns
+
+
+def _saved(ctx: Any) -> tuple[Any, ...]:
+    """What `_save` kept: the tensors, then the rebuilt structure."""
+    *tensors, columns = ctx.saved_tensors
+    return (*tensors, _SparseRows(columns, ctx.length, ctx.num_columns))
 
 
 # S @ X, S^T @ Y and the sampled product <Y[row_e], X[column_e]> are the derivatives of one
@@ -337,16 +409,15 @@ class _SparseMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, values: torch.Tensor, x: torch.Tensor, s: _SparseRows) -> torch.Tensor:
-        ctx.save_for_backward(values, x)
-        ctx.s = s
+        _save(ctx, s, values, x)
         return F.embedding_bag(s.columns, x, s.row_starts, mode="sum", per_sample_weights=values)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        values, x = ctx.saved_tensors
+        values, x, s = _saved(ctx)
         grad = grad.contiguous()
-        grad_values = _SampledDot.apply(grad, x, ctx.s) if ctx.needs_input_grad[0] else None
-        grad_x = _SparseMatmulT.apply(values, grad, ctx.s) if ctx.needs_input_grad[1] else None
+        grad_values = _SampledDot.apply(grad, x, s) if ctx.needs_input_grad[0] else None
+        grad_x = _SparseMatmulT.apply(values, grad, s) if ctx.needs_input_grad[1] else None
         return grad_values, grad_x, None
 
 
@@ -355,17 +426,16 @@ class _SparseMatmulT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, values: torch.Tensor, y: torch.Tensor, s: _SparseRows) -> torch.Tensor:
-        ctx.save_for_backward(values, y)
-        ctx.s = s
+        _save(ctx, s, values, y)
         order, rows, column_starts = s.by_column
         return F.embedding_bag(rows, y, column_starts, mode="sum", per_sample_weights=values[order])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        values, y = ctx.saved_tensors
+        values, y, s = _saved(ctx)
         grad = grad.contiguous()
-        grad_values = _SampledDot.apply(y, grad, ctx.s) if ctx.needs_input_grad[0] else None
-        grad_y = _SparseMatmul.apply(values, grad, ctx.s) if ctx.needs_input_grad[1] else None
+        grad_values = _SampledDot.apply(y, grad, s) if ctx.needs_input_grad[0] else None
+        grad_y = _SparseMatmul.apply(values, grad, s) if ctx.needs_input_grad[1] else None
         return grad_values, grad_y, None
 
 
@@ -374,8 +444,7 @@ class _SampledDot(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, y: torch.Tensor, x: torch.Tensor, s: _SparseRows) -> torch.Tensor:
-        ctx.save_for_backward(y, x)
-        ctx.s = s
+        _save(ctx, s, y, x)
         # embedding_bag's own kernel for this product (mode 0 = sum); torch is pinned.
         return torch.ops.aten._embedding_bag_per_sample_weights_backward(
             y, x, s.columns, s.row_starts, s.row_of, 0
@@ -383,11 +452,16 @@ class _SampledDot(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        y, x = ctx.saved_tensors
+        y, x, s = _saved(ctx)
         grad = grad.contiguous()
-        grad_y = _SparseMatmul.apply(grad, x, ctx.s) if ctx.needs_input_grad[0] else None
-        grad_x = _SparseMatmulT.apply(grad, y, ctx.s) if ctx.needs_input_grad[1] else None
+        grad_y = _SparseMatmul.apply(grad, x, s) if ctx.needs_input_grad[0] else None
+        grad_x = _SparseMatmulT.apply(grad, y, s) if ctx.needs_input_grad[1] else None
         return grad_y, grad_x, None
+
+
+def _index_dtype(largest: int) -> torch.dtype:
+    """int32 (half the memory of int64) for indices up to `largest` where they fit."""
+    return torch.int32 if largest < 2**31 else torch.int64
 
 
 def _inside(index: torch.Tensor, size: int) -> torch.Tensor:

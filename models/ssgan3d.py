@@ -90,6 +90,9 @@ class SSGAN3DConfig(ModelConfig):
     relative_depth_range: float = Field(0.25, gt=0)  # max |d_k| of relative parts, fraction of D
     lifting: LiftingSettings = LiftingSettings()
     lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
+    # Rays the fast path renders at a time, each chunk's per-sample terms recomputed in the
+    # backward pass instead of kept (less memory, one more forward pass of them); 0: all rays.
+    ray_chunk: int = Field(0, ge=0)
     density_scale: float = Field(10.0, gt=0)  # multiplies sigma_k^2d (softplus output)
     mask_nerf_weights: bool = True  # Table 3 ablation: False uses w_i = 1 in Eq. 10 throughout
     mask_warmup_iterations: int = Field(2000, ge=0)  # Eq. 10 uses w_i = 1 before this iteration
@@ -118,6 +121,9 @@ class SSGAN3DConfig(ModelConfig):
         check_powers_of_two(self, ("resolution", "render_resolution"), minimum=8)
         check_render_resolution(self)
         check_part_count(self.num_parts, PART_NAMES)
+        if self.ray_chunk and self.lifting_path == "reference":
+            raise ValueError("ray_chunk applies to the fast lifting path; set ray_chunk: 0 "
+                             "or lifting_path: fast")
         unknown = [p for p in self.relative_parts if p not in PART_NAMES or p in
                    ("background", "face")]
         if unknown:
@@ -230,6 +236,7 @@ class SSGAN3DGenerator(PartGenerator):
             maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
             ray_points(origins, directions, t), t, lifting=self.lifting,
             mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path, weights=weights,
+            ray_chunk=cfg.ray_chunk or None,
         )
 
     def uses_depth_guided_sampling(self, iteration: int | None) -> bool:

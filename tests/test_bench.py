@@ -44,6 +44,7 @@ def _allocate(megabytes: int):
 def test_bench_renderer_reports_ratios_and_skips_the_reference_above_the_limit() -> None:
     result = bench_renderer(CPU, repeats=1, batches=(1,), samples=(6,), max_memory_gb=100)
     assert math.isfinite(result["time_ratio"]) and "memory_ratio" in result["rows"][0]
+    assert math.isfinite(result["memory_ratio_chunked"]) and result["rows"][0]["chunked_s"] > 0
     assert 0 < result["matmul_fraction"] < 1
     skipped = bench_renderer(CPU, repeats=1, batches=(1,), samples=(6,), max_memory_gb=0.01)
     assert "reference_s" not in skipped["rows"][0] and math.isnan(skipped["time_ratio"])

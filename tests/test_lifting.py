@@ -136,6 +136,47 @@ def test_fast_path_equals_reference_in_second_order_gradients(function: str) -> 
         assert error <= 1e-9, f"d2/d {name}: {error:.2e}"
 
 
+def test_ray_chunks_render_the_same_to_second_order() -> None:
+    """ray_chunk (5, not dividing the 16 rays) recomputes chunks in backward: same numbers."""
+    scene = _scene(torch.float64)
+    inputs = [scene["f2d"], scene["sigma2d"], scene["d_hat"]]
+    generator = torch.Generator().manual_seed(3)
+    directions = [torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in inputs]
+    results = {}
+    for chunk in (None, 5):
+        render = render_lifted(**scene, lifting=LiftingConfig(), ray_chunk=chunk)
+        loss = sum(getattr(render, name).square().sum() for name in OUTPUTS)
+        first = torch.autograd.grad(loss, inputs, create_graph=True)
+        second = torch.autograd.grad(first, inputs, directions)
+        results[chunk] = [getattr(render, name) for name in OUTPUTS] + list(first) + list(second)
+    for whole, chunked in zip(results[None], results[5], strict=True):
+        assert _relative_error(chunked, whole) <= 1e-12
+    with pytest.raises(ValueError, match="fast lifting path only"):
+        render_lifted(**scene, lifting=LiftingConfig(), path="reference", ray_chunk=5)
+
+
+def test_ray_chunks_keep_less_for_the_backward_pass() -> None:
+    """What autograd keeps between forward and backward (distinct storages) shrinks with the
+    chunk: 128 rays in chunks of 16 keep less than half of the whole-ray path's bytes."""
+    scene = _scene(torch.float32)
+    scene["points"] = scene["points"].repeat(1, 8, 1, 1)  # 128 rays: the per-sample terms
+    scene["t"] = scene["t"].repeat(1, 8, 1)  # outweigh the node tables, as at paper scale
+
+    def kept_bytes(chunk: int | None) -> int:
+        kept: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            kept[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            render_lifted(**scene, lifting=LiftingConfig(), ray_chunk=chunk)
+        return sum(kept.values())
+
+    assert kept_bytes(16) < 0.5 * kept_bytes(None)
+
+
 def test_uniform_mask_weights_keep_each_part_mask_independent_of_the_others() -> None:
     scene = _scene(torch.float64)
     edited = {**scene, "sigma2d": scene["sigma2d"].detach().clone()}

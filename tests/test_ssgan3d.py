@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness.config import load_config
+from harness.errors import UserError
 from harness.training.samples import view_cameras
 from models.generator import part_slots
 from models.registry import get_model
@@ -49,12 +50,16 @@ def test_output_shapes_and_discriminator() -> None:
     assert discriminator(out["image"], out["mask"]).shape == (2, 1)
 
 
-def test_fast_and_reference_lifting_paths_agree_in_the_model() -> None:
+def test_fast_chunked_and_reference_lifting_paths_agree_in_the_model() -> None:
     fast, reference = build(), build("model.lifting_path=reference")
+    chunked = build("model.ray_chunk=7")
     w = latents(fast)
-    a, b = render(fast, w), render(reference, w)
+    a, b, c = render(fast, w), render(reference, w), render(chunked, w)
     for key in ("image", "mask", "mask_coarse", "depth"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a[key], c[key], rtol=1e-6, atol=1e-6)
+    with pytest.raises(UserError, match="ray_chunk applies to the fast lifting path"):
+        build("model.lifting_path=reference", "model.ray_chunk=7")
 
 
 def test_texture_edit_leaves_geometry_and_mask_unchanged() -> None:

@@ -24,6 +24,8 @@ SECTIONS = ("renderer", "depth-guided", "train", "eval", "models")
 TARGETS: dict[str, tuple[str, float]] = {
     "renderer.memory_ratio": (">=", 10.0),
     "renderer.time_ratio": (">=", 2.0),
+    "renderer.memory_ratio_chunked": (">=", 10.0),
+    "renderer.time_ratio_chunked": (">=", 2.0),
     "renderer.matmul_fraction": (">=", 0.25),
     "train.paper_step_peak_gb": ("<=", 12.0),
     "depth_guided.speedup": (">=", 3.0),
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coarse-samples", type=positive_int, metavar="N",
                         help="depth-guided: samples of the density-only pass (default: the "
                         "model's)")
+    parser.add_argument("--ray-chunk", type=positive_int, default=512, metavar="RAYS",
+                        help="renderer: rays per chunk of the chunked fast path (default 512)")
     parser.add_argument("--max-memory-gb", type=float, default=12.0,
                         help="skip reference renderer cases estimated above this (GiB)")
     parser.add_argument("--skip-paper", action="store_true",
@@ -81,7 +85,8 @@ def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 def run_renderer(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from harness.bench.renderer import bench_renderer
 
-    result = bench_renderer(device, repeats=args.repeats, max_memory_gb=args.max_memory_gb)
+    result = bench_renderer(device, repeats=args.repeats, max_memory_gb=args.max_memory_gb,
+                            ray_chunk=args.ray_chunk)
     _print_rows("renderer: fast vs reference lifting, forward + backward, paper shapes",
                 result.pop("rows"))
     return _flat("renderer", result)

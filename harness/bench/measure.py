@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +112,11 @@ def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.dev
 
     `setup(**kwargs)` (a module-level function) builds inputs and returns the call. On CUDA:
     torch's peak allocated bytes in this process. On CPU: peak resident memory above the
-    baseline, in a fresh spawned process so earlier cases leave no trace.
+    baseline, in a fresh spawned process so earlier cases leave no trace, with glibc told to
+    map every block of 64 KiB or more on its own (MALLOC_MMAP_THRESHOLD_): by default that
+    threshold rises with each large block freed (up to 32 MiB), blocks below it come from a
+    heap that keeps freed space resident, and the peak then depends on the order of
+    allocations more than on the memory the case holds at once, which CUDA's figure counts.
     """
     if device.type == "cuda":
         run = setup(**kwargs)
@@ -120,8 +126,24 @@ def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.dev
         run()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+    with _environment(MALLOC_MMAP_THRESHOLD_=str(64 * 1024)), \
+            multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(_peak_child, (setup, kwargs))
+
+
+@contextlib.contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    """Environment variables set while the block runs (processes started in it inherit them)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def matmul_flops_per_second(device: torch.device, size: int = 2048, repeats: int = 5) -> float:

@@ -2,8 +2,10 @@
 
 At the paper's shapes (K=13 parts, C=256, 64x64x32 volumes, 64x64 rays; 12 samples per ray in
 training, 36 at test time; batch 1 and 4), forward + backward: time ratio and peak-memory
-ratio (reference / fast), and the fast path's floating-point throughput as a fraction of this
-machine's dense matrix multiply, measured in the same run.
+ratio (reference / fast), for the fast path on all rays at once and in ray chunks (the
+`ray_chunk` setting: less memory for one more forward pass of the per-sample terms), and the
+fast path's floating-point throughput as a fraction of this machine's dense matrix multiply,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ class RendererShape:
                                    + rays_terms)
 
 
-def renderer_case(path: str, shape: RendererShape, seed: int = 0,
-                  device: str = "cpu") -> Callable[[], Any]:
+def renderer_case(path: str, shape: RendererShape, seed: int = 0, device: str = "cpu",
+                  ray_chunk: int | None = None) -> Callable[[], Any]:
     """Inputs at `shape` and a call rendering them along frontal rays, forward + backward."""
     gen = torch.Generator().manual_seed(seed)
     b, k, c, s = shape.batch, shape.parts, shape.channels, shape.size
@@ -80,7 +82,7 @@ def renderer_case(path: str, shape: RendererShape, seed: int = 0,
 
     def run() -> None:
         out = render_lifted(f2d, sigma2d, d_hat, shape.depth, points, t, lifting=lifting,
-                            path=path)
+                            path=path, ray_chunk=ray_chunk)
         (out.feature.square().mean() + out.mask_logits.mean() + out.depth.mean()).backward()
         for tensor in (f2d, sigma2d, d_hat):
             tensor.grad = None
@@ -90,41 +92,49 @@ def renderer_case(path: str, shape: RendererShape, seed: int = 0,
 
 def bench_renderer(device: torch.device, repeats: int = 3,
                    batches: tuple[int, ...] = (1, 4), samples: tuple[int, ...] = (12, 36),
-                   max_memory_gb: float = 12.0) -> dict[str, Any]:
-    """Time and memory of both paths per shape; the reference is skipped where its estimated
-    peak exceeds `max_memory_gb` (the row says so)."""
+                   max_memory_gb: float = 12.0, ray_chunk: int = 512) -> dict[str, Any]:
+    """Time and memory per shape of the reference path, the fast path, and the fast path
+    rendering `ray_chunk` rays at a time (recomputed in backward); the reference is skipped
+    where its estimated peak exceeds `max_memory_gb` (the row says so)."""
     matmul = matmul_flops_per_second(device)
     rows = []
     for batch in batches:
         for n in samples:
             shape = RendererShape(batch=batch, samples=n)
             estimate = shape.reference_bytes_estimate() / GIB
-            with_reference = estimate <= max_memory_gb
-            runs = {"fast": renderer_case("fast", shape, device=str(device))}
-            if with_reference:
-                runs["reference"] = renderer_case("reference", shape, device=str(device))
-            seconds = interleaved_medians(runs, repeats, device)
+            cases = {"fast": dict(path="fast"), "chunked": dict(path="fast", ray_chunk=ray_chunk)}
+            if estimate <= max_memory_gb:
+                cases["reference"] = dict(path="reference")
+            seconds = interleaved_medians(
+                {name: renderer_case(shape=shape, device=str(device), **case)
+                 for name, case in cases.items()}, repeats, device)
+            gib = {name: peak_memory_bytes(renderer_case, device, shape=shape, **case) / GIB
+                   for name, case in cases.items()}
             row: dict[str, Any] = {
-                "batch": batch, "samples": n, "fast_s": seconds["fast"],
-                "fast_gib": peak_memory_bytes(renderer_case, device, path="fast", shape=shape)
-                / GIB,
+                "batch": batch, "samples": n, "fast_s": seconds["fast"], "fast_gib": gib["fast"],
+                "chunked_s": seconds["chunked"], "chunked_gib": gib["chunked"],
                 "matmul_fraction": shape.fast_flops() / seconds["fast"] / matmul,
                 "reference_estimate_gib": estimate,
             }
-            if with_reference:
-                row["reference_s"] = seconds["reference"]
-                row["reference_gib"] = peak_memory_bytes(
-                    renderer_case, device, path="reference", shape=shape) / GIB
-                row["time_ratio"] = row["reference_s"] / row["fast_s"]
-                row["memory_ratio"] = (row["reference_gib"] / row["fast_gib"]
-                                       if row["fast_gib"] > 0 else float("nan"))
+            if "reference" in cases:
+                row.update(reference_s=seconds["reference"], reference_gib=gib["reference"])
+                for fast, suffix in (("fast", ""), ("chunked", "_chunked")):
+                    row["time_ratio" + suffix] = seconds["reference"] / seconds[fast]
+                    row["memory_ratio" + suffix] = gib["reference"] / gib[fast]
             rows.append(row)
     measured = [row for row in rows if "time_ratio" in row]
+
+    def worst(key: str) -> float:
+        return min((r[key] for r in measured), default=float("nan"))
+
     return {
         "rows": rows,
         "matmul_gflops": matmul / 1e9,
+        "ray_chunk": ray_chunk,
         # headline figures: the worst case over the shapes where both paths ran
-        "time_ratio": min((r["time_ratio"] for r in measured), default=float("nan")),
-        "memory_ratio": min((r["memory_ratio"] for r in measured), default=float("nan")),
+        "time_ratio": worst("time_ratio"),
+        "memory_ratio": worst("memory_ratio"),
+        "time_ratio_chunked": worst("time_ratio_chunked"),
+        "memory_ratio_chunked": worst("memory_ratio_chunked"),
         "matmul_fraction": min(r["matmul_fraction"] for r in rows),
     }
