@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from harness.bench.measure import bench_generator, interleaved_medians
+from harness.metrics.generation import keep_freed_memory
 from models.camera import CameraPrior, intrinsics, look_at_origin
 
 
@@ -40,6 +41,12 @@ def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset
                        samples: int | None = None, coarse: int | None = None) -> dict[str, Any]:
     """Depth-guided against uniform test-time sampling (`uniform_samples` per ray) on one
     3dssgan generator; `samples` and `coarse` override the model's depth-guided settings."""
+    if device.type == "cpu":
+        # As evaluation runs (harness.metrics.suite): freed blocks stay in the process. Without
+        # it the uniform render's large temporaries are page-faulted in again on every call
+        # unless earlier work in the process has raised glibc's mmap threshold: its time then
+        # varied 0.055-0.123 s between processes on the same run and inputs.
+        keep_freed_memory()
     generator, _, source = bench_generator(run_dir, preset, device)
     cfg = generator.config
     if cfg.name != "3dssgan":
