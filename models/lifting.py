@@ -59,6 +59,11 @@ PSI_FUNCTIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 }
 MASK_WEIGHTS = ("nerf", "uniform")  # Eq. 10 with w_i = NeRF weights, or w_i = 1 (ablation, warm-up)
 PATHS = ("fast", "reference")
+# Eq. 8 sums the parts' lifted features ("sum"); "density" averages the parts' 2D features
+# weighted by their lifted densities, f_fused = sum_k sigma_k^3d f_k^2d / sum_k sigma_k^3d, as
+# SSGAN and CNeRF compose features by their masks (not in the paper; an option to compare).
+FUSIONS = ("sum", "density")
+FUSION_EPS = 1e-8  # keeps f_fused finite where no part has density
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ def render_lifted_reference(
     lifting: LiftingConfig,
     mask_weights: str = "nerf",
     weights: torch.Tensor | None = None,
+    fusion: str = "sum",
 ) -> LiftedRender:
     """Lift, fuse and render by materialising the part volumes (the test oracle).
 
@@ -112,11 +118,12 @@ def render_lifted_reference(
     forward pass holds f_k^3d, one such volume). Measured on CPU, float32, B=1, K=13, D=32,
     H=W=64, 64x64 rays, N=12: 0.9 GiB at C=64, 3.4 GiB at C=256.
     """
-    _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
+    _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights, fusion)
     psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W) Eq. 7
-    f3d = psi[:, :, None] * f2d[:, :, :, None]  # (B, K, C, D, H, W) Eq. 5
     sigma3d = psi * sigma2d[:, :, None]  # (B, K, D, H, W) Eq. 6
-    f_fused = f3d.sum(1)  # (B, C, D, H, W) Eq. 8
+    lift = sigma3d if fusion == "density" else psi  # the factor of f_k^2d in the fused volume
+    f3d = lift[:, :, None] * f2d[:, :, :, None]  # (B, K, C, D, H, W) Eq. 5
+    f_fused = f3d.sum(1)  # (B, C, D, H, W) Eq. 8 (for "density": its numerator)
     grid = world_to_grid(points)[:, None]  # (B, 1, rays, N, 3)
 
     def sample(volume: torch.Tensor) -> torch.Tensor:  # (B, ch, D, H, W) -> (B, rays, N, ch)
@@ -128,6 +135,8 @@ def render_lifted_reference(
     sigma_parts = sample(sigma3d)  # (B, rays, N, K) Eq. 11
     if weights is None:  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
         weights = nerf_weights(sigma_parts.sum(-1), t)
+    if fusion == "density":
+        f_points = f_points / (sigma_parts.sum(-1, keepdim=True) + FUSION_EPS)
     return LiftedRender(
         feature=accumulate(weights, f_points),  # (B, rays, C) Eq. 4
         mask_logits=accumulate(_mask_weights(weights, mask_weights), sigma_parts),  # Eq. 10
@@ -148,6 +157,7 @@ def render_lifted_fast(
     mask_weights: str = "nerf",
     weights: torch.Tensor | None = None,
     ray_chunk: int | None = None,
+    fusion: str = "sum",
 ) -> LiftedRender:
     """Lift, fuse and render without materialising any volume; equal to the reference path.
 
@@ -164,7 +174,7 @@ def render_lifted_fast(
     0.22 GiB at N=12 and 0.44 GiB at N=36 without chunks, 0.39 GiB at N=36 in chunks of 512
     rays. Indices are int32 where they fit. Differentiable to any order.
     """
-    _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights)
+    _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights, fusion)
     batch, parts, channels, height, width = f2d.shape
     rays = points.shape[1]
     psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W) Eq. 7
@@ -175,7 +185,7 @@ def render_lifted_fast(
     for start in range(0, rays, chunk):
         ray_slice = slice(start, start + chunk)
         arguments = (nodes, table, points[:, ray_slice], t[:, ray_slice],
-                     None if weights is None else weights[:, ray_slice], mask_weights)
+                     None if weights is None else weights[:, ray_slice], mask_weights, fusion)
         if chunk < rays and torch.is_grad_enabled():
             pieces.append(checkpoint(_render_rays, *arguments, use_reentrant=False))
         else:
@@ -191,14 +201,19 @@ def _render_rays(
     t: torch.Tensor,
     weights: torch.Tensor | None,
     mask_weights: str,
+    fusion: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fields of `LiftedRender` for some rays: `render_lifted_fast` after its node and
     feature tables (table: (B*K*H*W, C) rows of the 2D feature maps, channels last)."""
     batch, rays, samples = points.shape[:3]
     parts = nodes.channels // 2
-    pixel, coef, sigma_parts = _corner_terms(nodes, points)
+    pixel, psi_coef, sigma_coef = _corner_terms(nodes, points)  # (B, rays, N, 4, K) each
+    sigma_parts = sigma_coef.sum(3)  # (B, rays, N, K) sigma_k^3d at the points, Eqs. 6, 11
     if weights is None:  # (B, rays, N) Eqs. 2-3 on sigma_fused, Eq. 8
         weights = nerf_weights(sigma_parts.sum(-1), t)
+    scale, coef = weights, psi_coef
+    if fusion == "density":  # f_fused = sum_k sigma_k^3d f_k^2d / sigma_fused
+        scale, coef = weights / (sigma_parts.sum(-1) + FUSION_EPS), sigma_coef
 
     # Eqs. 4, 5, 8: f_render = sum over (sample, corner, part) of w_i coef f_k[corner]: a sparse
     # (B*rays, B*K*H*W) matrix, one row per ray, times the (B*K*H*W, C) feature table.
@@ -207,7 +222,7 @@ def _render_rays(
     index_dtype = _index_dtype(max(table.shape[0], pixel.numel() * parts))
     rows = (pixel[..., None] + offsets * pixels).to(index_dtype)  # (B, rays, N, 4, K)
     rays_by_pixels = _SparseRows(rows.view(-1), samples * 4 * parts, table.shape[0])
-    entries = (weights[..., None, None] * coef).view(-1)  # (B*rays*N*4*K,)
+    entries = (scale[..., None, None] * coef).view(-1)  # (B*rays*N*4*K,)
     feature = _SparseMatmul.apply(entries, table, rays_by_pixels)  # (B*rays, C)
     return (feature.view(batch, rays, -1),  # (B, rays, C)
             accumulate(_mask_weights(weights, mask_weights), sigma_parts),  # Eq. 10
@@ -228,6 +243,7 @@ def render_lifted(
     path: str = "fast",
     weights: torch.Tensor | None = None,
     ray_chunk: int | None = None,
+    fusion: str = "sum",
 ) -> LiftedRender:
     """Render the lifted, fused part volumes along rays (Eqs. 2-11).
 
@@ -240,6 +256,7 @@ def render_lifted(
     of their densities, for samples placed by a previous pass (`quantile_depths`).
     ray_chunk: fast path only: render this many rays at a time, recomputing their terms in
     the backward pass (less memory, one more forward pass of the per-sample terms).
+    fusion: "sum" (Eq. 8) or "density" (see FUSIONS).
     """
     if path not in PATHS:
         raise ValueError(f"lifting path {path!r} is unknown; choices: {', '.join(PATHS)}")
@@ -248,9 +265,10 @@ def render_lifted(
             raise ValueError("ray_chunk applies to the fast lifting path only")
         return render_lifted_reference(f2d, sigma2d, d_hat, volume_depth, points, t,
                                        lifting=lifting, mask_weights=mask_weights,
-                                       weights=weights)
+                                       weights=weights, fusion=fusion)
     return render_lifted_fast(f2d, sigma2d, d_hat, volume_depth, points, t, lifting=lifting,
-                              mask_weights=mask_weights, weights=weights, ray_chunk=ray_chunk)
+                              mask_weights=mask_weights, weights=weights, ray_chunk=ray_chunk,
+                              fusion=fusion)
 
 
 def _corners(
@@ -327,15 +345,15 @@ def _corner_terms(nodes: _NodeTable, points: torch.Tensor
 
     `nodes` holds psi_k and psi_k sigma_k^2d at the grid nodes (2K channels: Eqs. 6-7), so psi
     is evaluated once per node (B*K*D*H*W scalars), not once per sample and corner. Returns
-    pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners; coef (B, rays, N, 4, K)
-    such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is sum over corners
-    of coef * g_k[pixel], for any 2D map g_k; and sigma_parts (B, rays, N, K), the sampled part
-    densities sigma_k^3d (Eqs. 6, 11).
+    pixel (B, rays, N, 4), the H*W index of each sample's 4 xy-corners; psi_coef
+    (B, rays, N, 4, K) such that the trilinear sample of psi_k g_k (Eqs. 5-7) at each point is
+    sum over corners of psi_coef * g_k[pixel], for any 2D map g_k; and sigma_coef, the same for
+    sigma_k^3d g_k (Eq. 6): summed over corners, the sampled part densities (Eq. 11).
     """
     parts = nodes.channels // 2
     pixel, w_xy, z0, fz = _corners(points, nodes.height, nodes.width, nodes.depth)
     lifted = w_xy[..., None] * nodes.at_corners(pixel, z0, fz)  # (B, rays, N, 4, 2K)
-    return pixel, lifted[..., :parts], lifted[..., parts:].sum(3)
+    return pixel, lifted[..., :parts], lifted[..., parts:]
 
 
 def lifted_density(
@@ -482,12 +500,15 @@ def _check(
     points: torch.Tensor,
     t: torch.Tensor,
     mask_weights: str,
+    fusion: str = "sum",
 ) -> None:
-    """Shapes agree and the mask weighting is known."""
+    """Shapes agree and the mask weighting and fusion are known."""
     if mask_weights not in MASK_WEIGHTS:
         raise ValueError(
             f"mask_weights {mask_weights!r} is unknown; choices: {', '.join(MASK_WEIGHTS)}"
         )
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion {fusion!r} is unknown; choices: {', '.join(FUSIONS)}")
     batch, parts, _, height, width = f2d.shape
     assert sigma2d.shape == d_hat.shape == (batch, parts, height, width), (
         f"f2d {tuple(f2d.shape)}, sigma2d {tuple(sigma2d.shape)}, d_hat {tuple(d_hat.shape)}"

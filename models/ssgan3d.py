@@ -90,6 +90,9 @@ class SSGAN3DConfig(ModelConfig):
     relative_depth_range: float = Field(0.25, gt=0)  # max |d_k| of relative parts, fraction of D
     lifting: LiftingSettings = LiftingSettings()
     lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
+    # Eq. 8 sums the parts' lifted features ("sum"); "density" takes their mean weighted by the
+    # parts' lifted densities, as SSGAN composes by masks (not the paper's; models.lifting).
+    feature_fusion: Literal["sum", "density"] = "sum"
     # Rays the fast path renders at a time, each chunk's per-sample terms recomputed in the
     # backward pass instead of kept (less memory, one more forward pass of them); 0: all rays.
     ray_chunk: int = Field(0, ge=0)
@@ -236,7 +239,7 @@ class SSGAN3DGenerator(PartGenerator):
             maps["feature"], maps["sigma"], maps["d_hat"], cfg.volume_depth,
             ray_points(origins, directions, t), t, lifting=self.lifting,
             mask_weights=self.mask_weights_at(iteration), path=cfg.lifting_path, weights=weights,
-            ray_chunk=cfg.ray_chunk or None,
+            ray_chunk=cfg.ray_chunk or None, fusion=cfg.feature_fusion,
         )
 
     def uses_depth_guided_sampling(self, iteration: int | None) -> bool:

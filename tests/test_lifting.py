@@ -67,6 +67,8 @@ def test_config_validation() -> None:
         render_lifted(**scene, lifting=LiftingConfig(), mask_weights="ones")
     with pytest.raises(ValueError, match="fast, reference"):
         render_lifted(**scene, lifting=LiftingConfig(), path="dense")
+    with pytest.raises(ValueError, match="sum, density"):
+        render_lifted(**scene, lifting=LiftingConfig(), fusion="max")
 
 
 def test_psi_functions_match_their_formulas_at_hand_computed_points() -> None:
@@ -85,15 +87,17 @@ def test_psi_functions_match_their_formulas_at_hand_computed_points() -> None:
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("mask_weights", ["nerf", "uniform"])
+@pytest.mark.parametrize("mask_weights, fusion", [("nerf", "sum"), ("uniform", "sum"),
+                                                  ("nerf", "density")])
 @pytest.mark.parametrize("function", sorted(PSI_FUNCTIONS))
 def test_fast_path_equals_reference_forward_and_gradients(
-    function: str, mask_weights: str, dtype: torch.dtype, tolerance: float
+    function: str, mask_weights: str, fusion: str, dtype: torch.dtype, tolerance: float
 ) -> None:
     scene = _scene(dtype)
     lifting = LiftingConfig(function, alpha=1.5)
-    fast = render_lifted_fast(**scene, lifting=lifting, mask_weights=mask_weights)
-    reference = render_lifted_reference(**scene, lifting=lifting, mask_weights=mask_weights)
+    fast = render_lifted_fast(**scene, lifting=lifting, mask_weights=mask_weights, fusion=fusion)
+    reference = render_lifted_reference(**scene, lifting=lifting, mask_weights=mask_weights,
+                                        fusion=fusion)
     generator = torch.Generator().manual_seed(1)
     cotangents = [
         torch.randn(getattr(reference, name).shape, generator=generator, dtype=dtype)

@@ -117,6 +117,16 @@ def test_mask_nerf_weights_switch_and_warmup() -> None:
     assert not torch.allclose(a["mask_coarse"], b["mask_coarse"])  # ...different masks
 
 
+def test_feature_fusion_switch_changes_the_features_only() -> None:
+    summed, weighted = build(), build("model.feature_fusion=density")
+    weighted.load_state_dict(summed.state_dict())
+    w = latents(summed)
+    a, b = render(summed, w), render(weighted, w)
+    torch.testing.assert_close(a["depth"], b["depth"])  # densities and weights as before...
+    torch.testing.assert_close(a["mask_coarse"], b["mask_coarse"])
+    assert not torch.allclose(a["image"], b["image"])  # ...the features fused differently
+
+
 @pytest.mark.parametrize("setting", ["model.lifting.alpha=2", "model.lifting.function=inverse_abs",
                                      "model.lifting.function=inverse_square"])
 def test_lifting_function_switch_changes_the_render(setting: str) -> None:
