@@ -386,7 +386,7 @@ class _SparseRows:
     """
 
     def __init__(self, columns: torch.Tensor, length: int, num_columns: int) -> None:
-        self.columns = columns  # (E,) int64
+        self.columns = columns  # (E,) int32 or int64 (`_index_dtype`)
         self.length = length
         self.num_columns = num_columns
         self.row_starts = torch.arange(0, columns.numel(), length, device=columns.device,

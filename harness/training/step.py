@@ -8,13 +8,13 @@ times and measures is the step the loop takes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from harness.config import ExperimentConfig
+from harness.training.cameras import CameraSampler
 from harness.training.distributed import DistInfo, average_buffers, average_gradients
 from models.discriminator import discriminator_inputs
 from models.losses import (
@@ -26,9 +26,6 @@ from models.losses import (
     r1_backward,
 )
 from models.registry import get_model
-
-# (batch, rng, device) -> (cam2world (B, 4, 4), intrinsics (B, 3, 3)) of generated images
-CameraSampler = Callable[[int, torch.Generator, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
