@@ -163,22 +163,25 @@ def render_lifted_fast(
 
     Arguments as in `render_lifted`. Allocates no tensor of size K*C*D*H*W, rays*N*K*C or
     rays*N*C. Peak memory, forward + backward, with s bytes per element: about
-    s * B * (2*K*H*W*C + rays*C) for the channels-last feature table, its gradient and the
-    output, plus about 12*s * B*R*N*4*K for the per-(sample, xy-corner, part) coefficients,
+    s * B * (K*H*W*C + rays*C) for the gradient of the channels-last feature table and the
+    output (another s * B * K*H*W*C for the table unless f2d is stored channels last, i.e. is a
+    view of a contiguous (B, K, H, W, C) tensor, as 3D-SSGAN's local generators make it), plus about 12*s * B*R*N*4*K for the per-(sample, xy-corner, part) coefficients,
     indices and the autograd state that scales with them (the rate measured on CPU: 48 bytes
     each in float32), plus 3*s * B*K*D*H*W for psi and the part densities at the grid nodes.
     R is the number of rays, or `ray_chunk` when given: the rays are then rendered that many
     at a time and, when gradients are recorded, each chunk's terms are recomputed in the
     backward pass instead of kept (activation checkpointing: one more forward pass of the
-    per-sample terms). Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, C=256:
-    0.22 GiB at N=12 and 0.44 GiB at N=36 without chunks, 0.39 GiB at N=36 in chunks of 512
-    rays. Indices are int32 where they fit. Differentiable to any order.
+    per-sample terms). Measured on CPU, float32, B=1, K=13, D=32, H=W=64, 64x64 rays, C=256,
+    f2d channels last: 0.17 GiB at N=12 and 0.39 GiB at N=36 without chunks, 0.16 and 0.18 GiB
+    in chunks of 512 rays (the reference path: 3.4 GiB). Indices are int32 where they fit.
+    Differentiable to any order.
     """
     _check(f2d, sigma2d, d_hat, volume_depth, points, t, mask_weights, fusion)
     batch, parts, channels, height, width = f2d.shape
     rays = points.shape[1]
     psi = _node_psi(d_hat, volume_depth, lifting)  # (B, K, D, H, W) Eq. 7
     nodes = _NodeTable.of(torch.cat([psi, psi * sigma2d[:, :, None]], dim=1))  # Eqs. 6-7, 2K
+    # (B*K*H*W, C): a view when f2d is stored channels last, else a copy
     table = f2d.permute(0, 1, 3, 4, 2).reshape(batch * parts * height * width, channels)
     chunk = ray_chunk or rays
     pieces = []

@@ -114,11 +114,16 @@ class PartLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_parts, out_channels))
         self.scale = 1.0 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """A part axis of size 1 broadcasts over the K parts."""
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """A part axis of size 1 broadcasts over the K parts. `channels_last` stores the output
+        as (B, K, H, W, out) in memory (the same values, viewed as (B, K, out, H, W))."""
         b, k, c, h, w = x.shape
-        out = torch.matmul(self.weight * self.scale, x.reshape(b, k, c, h * w))  # (B, K, out, HW)
-        out = out + self.bias[None, :, :, None]
+        weight, pixels = self.weight * self.scale, x.reshape(b, k, c, h * w)
+        if channels_last:  # (B, K, HW, out) = x^T W^T
+            out = torch.matmul(pixels.transpose(-1, -2), weight.transpose(-1, -2))
+            out = out + self.bias[None, :, None, :]
+            return out.reshape(b, out.shape[1], h, w, -1).permute(0, 1, 4, 2, 3)
+        out = torch.matmul(weight, pixels) + self.bias[None, :, :, None]  # (B, K, out, HW)
         return out.reshape(b, out.shape[1], -1, h, w)
 
     @torch.no_grad()
@@ -249,9 +254,12 @@ class LocalGenerators(nn.Module):
         return {"base": w_base, "shape": w_shape, "texture": w_texture}
 
     def forward(
-        self, w: torch.Tensor, resolution: int
+        self, w: torch.Tensor, resolution: int, channels_last: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """W+ (B, 1 + 2K, w_dim) -> feature (B, K, C, H, W), depth and density (B, K, H, W) each."""
+        """W+ (B, 1 + 2K, w_dim) -> feature (B, K, C, H, W), depth and density (B, K, H, W) each.
+
+        `channels_last` stores the features as (B, K, H, W, C) in memory, the layout the fast
+        lifting path reads its feature table in (`models.lifting`), so it needs no copy."""
         styles = self.split_codes(w)
         x = self.fourier(w.shape[0], resolution, resolution)[:, None]  # (B, 1, F, H, W)
         x = coarse_mlp(self.coarse, x)  # (B, K, hidden, H, W)
@@ -262,7 +270,7 @@ class LocalGenerators(nn.Module):
                 shape_x = x
         depth = self.to_depth(shape_x)[:, :, 0]  # (B, K, H, W)
         density = F.softplus(self.to_density(shape_x)[:, :, 0])  # (B, K, H, W)
-        return self.to_feature(x), depth, density
+        return self.to_feature(x, channels_last), depth, density
 
     @torch.no_grad()
     def part(self, k: int) -> LocalGenerator:

@@ -33,6 +33,24 @@ def test_peak_memory_of_a_child_process_sees_a_big_allocation() -> None:
     assert big - small > 300 * 2**20
 
 
+def test_peak_memory_leaves_out_what_the_first_call_keeps() -> None:
+    # a first call that keeps 300 MB (as a lazy import or cache would) and then needs 1 MB
+    assert peak_memory_bytes(_allocate_after_a_cache, CPU) < 100 * 2**20
+    assert peak_memory_bytes(_allocate, CPU, megabytes=300) > 250 * 2**20
+
+
+_CACHE: list[torch.Tensor] = []
+
+
+def _allocate_after_a_cache():
+    def run() -> None:
+        if not _CACHE:
+            _CACHE.append(torch.ones(300 * 2**18))
+        assert torch.ones(2**18).sum() > 0
+
+    return run
+
+
 def _allocate(megabytes: int):
     def run() -> None:
         block = torch.ones(megabytes * 2**18)  # float32: 4 bytes each

@@ -145,6 +145,19 @@ def test_batched_local_generators_equal_the_per_part_loop(overrides: dict) -> No
         torch.testing.assert_close(density[:, k], s_k[:, 0], rtol=1e-4, atol=1e-5)
 
 
+def test_channels_last_features_are_the_same_values_stored_for_the_lifting() -> None:
+    gens = local_generators()
+    w = torch.randn(2, 7, 8, requires_grad=True)
+    feature, depth, _ = gens(w, resolution=6)
+    last, depth_last, _ = gens(w, resolution=6, channels_last=True)
+    assert last.shape == feature.shape and last.permute(0, 1, 3, 4, 2).is_contiguous()
+    torch.testing.assert_close(last, feature)
+    torch.testing.assert_close(depth_last, depth)
+    probe = torch.randn_like(feature)
+    grads = [torch.autograd.grad((f * probe).sum(), w)[0] for f in (feature, last)]
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_a_texture_edit_changes_only_that_parts_features() -> None:
     gens = local_generators()
     w = torch.randn(1, 7, 8)
