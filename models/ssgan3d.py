@@ -159,8 +159,10 @@ class SSGAN3DGenerator(PartGenerator):
     ) -> dict[str, torch.Tensor]:
         """Per-part 2D maps of the local generators, with depths made absolute (Eq. 7)."""
         cfg = self.config
-        feature, raw_depth, density = self.local(w, cfg.render_resolution, channels_last=True)
-        # feature (B, K, C, H, W), channels last in memory; raw_depth, density (B, K, H, W)
+        # feature (B, K, C, H, W), channels last in memory for the fast lifting path (which
+        # then reads it without a copy); raw_depth, density (B, K, H, W)
+        feature, raw_depth, density = self.local(w, cfg.render_resolution,
+                                                 channels_last=cfg.lifting_path == "fast")
         top = cfg.volume_depth - 1
         absolute = top * torch.sigmoid(raw_depth + self.depth_prior_logit[:, None, None])
         offset = cfg.relative_depth_range * top * torch.tanh(raw_depth)  # d_k^2d, relative

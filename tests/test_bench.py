@@ -87,6 +87,13 @@ def test_depth_guided_bench_approaches_the_uniform_render_with_more_samples() ->
     assert many["psnr_db"] > few["psnr_db"] and many["psnr_db"] > 30
 
 
+def test_depth_guided_bench_times_the_renderer_alone_without_agreement() -> None:
+    result = bench_depth_guided(CPU, preset="smoke", count=1, repeats=1, uniform_samples=8,
+                                whole=False)
+    assert result["speedup"] > 0 and result["resolution"] == 16
+    assert "psnr_db" not in result and "generator_speedup" not in result
+
+
 def test_bench_command_rejects_a_missing_run_dir_in_one_line() -> None:
     result = subprocess.run([sys.executable, "-m", "harness.bench", "depth-guided", "--run-dir",
                              "/nonexistent/run"], capture_output=True, text=True)

@@ -29,6 +29,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "renderer.matmul_fraction": (">=", 0.25),
     "train.paper_step_peak_gb": ("<=", 12.0),
     "depth_guided.speedup": (">=", 3.0),
+    "depth_guided.paper.speedup": (">=", 3.0),
     "depth_guided.psnr_db": (">=", 35.0),
     "eval.overhead": ("<=", 0.15),
 }
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-memory-gb", type=float, default=12.0,
                         help="skip reference renderer cases estimated above this (GiB)")
     parser.add_argument("--skip-paper", action="store_true",
-                        help="leave out the paper-scale training steps (minutes, ~16 GB)")
+                        help="leave out the paper-scale training steps (minutes, ~16 GB) and "
+                             "the depth-guided row at the paper's shapes")
     parser.add_argument("--eval-images", type=positive_int, metavar="N",
                         help="images per timed FID evaluation (default: the preset's "
                              "evaluate.fid_samples, 2000 at cpu)")
@@ -95,10 +97,18 @@ def run_renderer(args: argparse.Namespace, device: torch.device) -> dict[str, An
 def run_depth_guided(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from harness.bench.depth_guided import bench_depth_guided
 
-    result = bench_depth_guided(device, run_dir=args.run_dir, repeats=args.repeats,
-                                samples=args.guided_samples, coarse=args.coarse_samples)
+    settings = dict(repeats=args.repeats, samples=args.guided_samples,
+                    coarse=args.coarse_samples)
+    result = bench_depth_guided(device, run_dir=args.run_dir, **settings)
     _print_rows("depth-guided vs uniform test-time sampling", [result])
-    return _flat("depth_guided", result)
+    figures = _flat("depth_guided", result)
+    if not args.skip_paper:
+        paper = bench_depth_guided(device, preset="paper", count=1, whole=False, **settings)
+        _print_rows("depth-guided at the paper's shapes (64x64 rays, 64x64x32 volume, C=256; "
+                    "untrained model: renderer speed only)", [paper])
+        figures.update(_flat("depth_guided.paper", {key: paper[key] for key in (
+            "speedup", "renderer_uniform_s", "renderer_guided_s")}))
+    return figures
 
 
 def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:

@@ -38,9 +38,12 @@ def mask_miou(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.inference_mode()
 def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset: str = "cpu",
                        count: int = 8, repeats: int = 3, uniform_samples: int = 36,
-                       samples: int | None = None, coarse: int | None = None) -> dict[str, Any]:
+                       samples: int | None = None, coarse: int | None = None,
+                       whole: bool = True) -> dict[str, Any]:
     """Depth-guided against uniform test-time sampling (`uniform_samples` per ray) on one
-    3dssgan generator; `samples` and `coarse` override the model's depth-guided settings."""
+    3dssgan generator; `samples` and `coarse` override the model's depth-guided settings.
+    `whole=False` times the renderer stage only, without the whole generator and the
+    agreement figures (for an untrained model, whose renders agree by chance)."""
     if device.type == "cpu":
         # As evaluation runs (harness.metrics.suite): freed blocks stay in the process. Without
         # it the uniform render's large temporaries are page-faulted in again on every call
@@ -71,14 +74,10 @@ def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset
     renders = {mode: with_sampling(mode, lambda: generator.render_maps(maps, cam2world,
                                                                        intrinsic))
                for mode in ("uniform", "depth_guided")}
-    full = {mode: with_sampling(mode, lambda: generator(w, cam2world, intrinsic))
-            for mode in ("uniform", "depth_guided")}
     render_s = interleaved_medians(renders, repeats, device)
-    full_s = interleaved_medians(full, repeats, device)
-    uniform, guided = full["uniform"](), full["depth_guided"]()
-    cfg.test_sampling = "uniform"
-    return {
+    result = {
         "generator": source,
+        "resolution": cfg.render_resolution,
         "samples_uniform": cfg.ray_samples_test,
         "samples_coarse": cfg.depth_guided_coarse,
         "samples_guided": cfg.depth_guided_samples,
@@ -86,7 +85,14 @@ def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset
         "renderer_uniform_s": render_s["uniform"],
         "renderer_guided_s": render_s["depth_guided"],
         "speedup": render_s["uniform"] / render_s["depth_guided"],
-        "generator_speedup": full_s["uniform"] / full_s["depth_guided"],
-        "psnr_db": psnr_db(uniform["image"], guided["image"]),
-        "mask_miou": mask_miou(uniform["mask"], guided["mask"]),
     }
+    if whole:
+        full = {mode: with_sampling(mode, lambda: generator(w, cam2world, intrinsic))
+                for mode in ("uniform", "depth_guided")}
+        full_s = interleaved_medians(full, repeats, device)
+        uniform, guided = full["uniform"](), full["depth_guided"]()
+        result.update(generator_speedup=full_s["uniform"] / full_s["depth_guided"],
+                      psnr_db=psnr_db(uniform["image"], guided["image"]),
+                      mask_miou=mask_miou(uniform["mask"], guided["mask"]))
+    cfg.test_sampling = "uniform"
+    return result

@@ -69,8 +69,11 @@ def renderer_case(path: str, shape: RendererShape, seed: int = 0, device: str = 
     """Inputs at `shape` and a call rendering them along frontal rays, forward + backward."""
     gen = torch.Generator().manual_seed(seed)
     b, k, c, s = shape.batch, shape.parts, shape.channels, shape.size
-    # f2d (B, K, C, H, W) stored channels last, as 3D-SSGAN's local generators make it
+    # f2d (B, K, C, H, W) in each path's layout, as 3D-SSGAN's local generators make it:
+    # channels last for the fast path (its feature table is then a view), contiguous otherwise
     f2d = torch.randn(b, k, s, s, c, generator=gen).to(device).permute(0, 1, 4, 2, 3)
+    if path != "fast":
+        f2d = f2d.contiguous()
     f2d.requires_grad_(True)
     sigma2d = torch.rand(b, k, s, s, generator=gen).to(device).requires_grad_(True)
     d_hat = ((shape.depth - 1) * torch.rand(b, k, s, s, generator=gen)).to(device)
