@@ -165,9 +165,10 @@ def render_lifted_fast(
     rays*N*C. Peak memory, forward + backward, with s bytes per element: about
     s * B * (K*H*W*C + rays*C) for the gradient of the channels-last feature table and the
     output (another s * B * K*H*W*C for the table unless f2d is stored channels last, i.e. is a
-    view of a contiguous (B, K, H, W, C) tensor, as 3D-SSGAN's local generators make it), plus about 12*s * B*R*N*4*K for the per-(sample, xy-corner, part) coefficients,
-    indices and the autograd state that scales with them (the rate measured on CPU: 48 bytes
-    each in float32), plus 3*s * B*K*D*H*W for psi and the part densities at the grid nodes.
+    view of a contiguous (B, K, H, W, C) tensor, as 3D-SSGAN's local generators make it),
+    plus about 12*s * B*R*N*4*K for the per-(sample, xy-corner, part) coefficients, indices and
+    the autograd state that scales with them (the rate measured on CPU: 48 bytes each in
+    float32), plus 3*s * B*K*D*H*W for psi and the part densities at the grid nodes.
     R is the number of rays, or `ray_chunk` when given: the rays are then rendered that many
     at a time and, when gradients are recorded, each chunk's terms are recomputed in the
     backward pass instead of kept (activation checkpointing: one more forward pass of the
