@@ -98,7 +98,7 @@ def status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def reset_peak_rss() -> None:
+def _reset_peak_rss() -> None:
     """Set this process's VmHWM to its current resident memory (Linux 4.0+: clear_refs 5)."""
     try:
         with open("/proc/self/clear_refs", "w") as file:
@@ -113,7 +113,7 @@ def _peak_child(setup: Callable[..., Callable[[], Any]], kwargs: dict[str, Any])
     are not the case's (modules imported on first use: 150 MB for torch's checkpointing)."""
     run = setup(**kwargs)
     run()
-    reset_peak_rss()
+    _reset_peak_rss()
     baseline = status_bytes("VmRSS")
     run()
     return status_bytes("VmHWM") - baseline
@@ -125,12 +125,12 @@ def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.dev
 
     `setup(**kwargs)` (a module-level function) builds inputs and returns the call, which runs
     once before the measured call. On CUDA: torch's peak allocated bytes in this process. On
-    CPU: peak resident memory above the
-    baseline, in a fresh spawned process so earlier cases leave no trace, with glibc told to
-    map every block of 64 KiB or more on its own (MALLOC_MMAP_THRESHOLD_): by default that
-    threshold rises with each large block freed (up to 32 MiB), blocks below it come from a
-    heap that keeps freed space resident, and the peak then depends on the order of
-    allocations more than on the memory the case holds at once, which CUDA's figure counts.
+    CPU: peak resident memory above the resident memory before the call, in a fresh spawned
+    process so earlier cases leave no trace, with glibc told to map every block of 64 KiB or
+    more on its own (MALLOC_MMAP_THRESHOLD_): by default that threshold rises with each large
+    block freed (up to 32 MiB), blocks below it come from a heap that keeps freed space
+    resident, and the peak then depends on the order of allocations more than on the memory
+    the case holds at once, which CUDA's figure counts.
     """
     if device.type == "cuda":
         run = setup(**kwargs)
