@@ -504,7 +504,7 @@ def _check(
     points: torch.Tensor,
     t: torch.Tensor,
     mask_weights: str,
-    fusion: str = "sum",
+    fusion: str,
 ) -> None:
     """Shapes agree and the mask weighting and fusion are known."""
     if mask_weights not in MASK_WEIGHTS:

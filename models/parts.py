@@ -1,7 +1,7 @@
 """The 13 semantic classes every model of the zoo composes, in class-id order.
 
-The harness's class table (harness/data/classes.py) has the same order; models/ does not
-import harness/, so the names are written here once for the models.
+Written once here: models/ does not import harness/, and the harness's class table
+(harness/data/classes.py) reads its names from this tuple.
 """
 
 PART_NAMES = ("background", "face", "eyes", "brows", "mouth", "nose", "ears", "hair", "neck",

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-# Class id -> name. The id is the value stored in every prepared mask.
-CLASS_NAMES: tuple[str, ...] = (
-    "background",  # 0
-    "face",  # 1
-    "eyes",  # 2
-    "brows",  # 3
-    "mouth",  # 4
-    "nose",  # 5
-    "ears",  # 6
-    "hair",  # 7
-    "neck",  # 8
-    "cloth",  # 9
-    "eyeglasses",  # 10
-    "hat",  # 11
-    "earrings",  # 12
-)
+from models.parts import PART_NAMES
+
+# Class id -> name (the models' part order). The id is the value stored in every prepared mask.
+CLASS_NAMES: tuple[str, ...] = PART_NAMES
 NUM_CLASSES = len(CLASS_NAMES)
 CLASS_IDS = {name: index for index, name in enumerate(CLASS_NAMES)}
 
