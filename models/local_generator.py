@@ -186,14 +186,15 @@ class LocalGenerators(nn.Module):
     @classmethod
     def from_config(cls, config: Any) -> LocalGenerators:
         """SSGAN's local generators from a model config's fields (`local_channels`,
-        `fourier_channels`, `feature_channels`, `base_layers`, `shape_layers`,
-        `texture_layers`, `coarse_mlp_layers`); the background (part 0) shares no coarse
-        structure, as in SSGAN."""
+        `fourier_channels`, `fourier_max_frequency`, `feature_channels`, `base_layers`,
+        `shape_layers`, `texture_layers`, `coarse_mlp_layers`); the background (part 0)
+        shares no coarse structure, as in SSGAN."""
         return cls(config.num_parts, config.w_dim, hidden=config.local_channels,
                    fourier_channels=config.fourier_channels,
                    out_channels=config.feature_channels, base_layers=config.base_layers,
                    shape_layers=config.shape_layers, texture_layers=config.texture_layers,
-                   coarse_mlp_layers=config.coarse_mlp_layers, base_free_parts=(0,))
+                   coarse_mlp_layers=config.coarse_mlp_layers,
+                   max_frequency=config.fourier_max_frequency, base_free_parts=(0,))
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.config import load_config
 from models.blocks import (
     ConstantInput,
     ConvLayer,
@@ -105,6 +106,17 @@ def test_fourier_features_values_and_resolution_independence() -> None:
     # The same continuous field: the coarse grid is every other point of the fine one.
     torch.testing.assert_close(fine[0, :, ::2, ::2], coarse[0], atol=1e-5, rtol=0)
 
+
+
+@pytest.mark.parametrize("model", ["3dssgan", "ssgan2d"])
+def test_local_generators_take_the_configs_highest_fourier_frequency(model: str) -> None:
+    default = load_config(None, "smoke", [f"model.name={model}"]).model
+    lowered = load_config(None, "smoke", [f"model.name={model}",
+                                          "model.fourier_max_frequency=2"]).model
+    for config, top in ((default, 16.0), (lowered, 2.0)):
+        freqs = LocalGenerators.from_config(config).fourier.freqs
+        torch.testing.assert_close(freqs.max(), torch.tensor(math.pi * top))
+        torch.testing.assert_close(freqs.min(), torch.tensor(math.pi))
 
 def test_minibatch_std_and_discriminator_layers_shapes() -> None:
     x = torch.randn(6, 8, 4, 4)  # 6 is not a multiple of 4: groups of 3
