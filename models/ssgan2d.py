@@ -45,10 +45,7 @@ class SSGAN2DConfig(ModelConfig):
     mapping_layers: int = Field(8, ge=1)  # depth of the mapping network
     local_channels: int = Field(64, ge=1)  # width of the local generators (local_channel)
     fourier_channels: int = Field(64, ge=4)  # Fourier-feature position embedding
-    # highest Fourier frequency, in cycles over the part maps' side; above (side - 1) / 2 the
-    # embedding aliases on the maps' grid (the cpu preset's 16x16 maps: 2 or 4 changed no
-    # FID beyond run-to-run spread)
-    fourier_max_frequency: float = Field(16.0, gt=0)
+    fourier_max_frequency: float = Field(16.0, gt=0)  # cycles over the maps (FourierFeatures)
     feature_channels: int = Field(512, ge=1)  # C of f_k (coarse_channel)
     base_layers: int = Field(2, ge=0)  # local layers reading W^base (base_layers)
     shape_layers: int = Field(4, ge=1)  # then reading W_s^k (depth_layers - base_layers)

@@ -76,10 +76,7 @@ class SSGAN3DConfig(ModelConfig):
     mapping_layers: int = Field(8, ge=1)  # depth of the mapping network
     local_channels: int = Field(64, ge=1)  # width of the local generators' 1x1 convs (Fig. 3)
     fourier_channels: int = Field(64, ge=2)  # Fourier-feature position embedding (Fig. 3)
-    # highest Fourier frequency, in cycles over the part maps' side; above (side - 1) / 2 the
-    # embedding aliases on the maps' grid (the cpu preset's 16x16 maps: 2 or 4 changed no
-    # FID beyond run-to-run spread)
-    fourier_max_frequency: float = Field(16.0, gt=0)
+    fourier_max_frequency: float = Field(16.0, gt=0)  # cycles over the maps (FourierFeatures)
     feature_channels: int = Field(256, ge=3)  # C of f_k^2d (ToFeature)
     # The paper replaces SSGAN's "two-layer MLP for coarse structure" by one layer; we read
     # that as the layers that share W^base (SSGAN's train.py calls its 2 base layers "layers

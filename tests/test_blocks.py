@@ -107,7 +107,6 @@ def test_fourier_features_values_and_resolution_independence() -> None:
     torch.testing.assert_close(fine[0, :, ::2, ::2], coarse[0], atol=1e-5, rtol=0)
 
 
-
 @pytest.mark.parametrize("model", ["3dssgan", "ssgan2d"])
 def test_local_generators_take_the_configs_highest_fourier_frequency(model: str) -> None:
     default = load_config(None, "smoke", [f"model.name={model}"]).model
@@ -117,6 +116,7 @@ def test_local_generators_take_the_configs_highest_fourier_frequency(model: str)
         freqs = LocalGenerators.from_config(config).fourier.freqs
         torch.testing.assert_close(freqs.max(), torch.tensor(math.pi * top))
         torch.testing.assert_close(freqs.min(), torch.tensor(math.pi))
+
 
 def test_minibatch_std_and_discriminator_layers_shapes() -> None:
     x = torch.randn(6, 8, 4, 4)  # 6 is not a multiple of 4: groups of 3
