@@ -42,18 +42,18 @@ def test_peak_memory_leaves_out_what_the_first_call_keeps() -> None:
 _CACHE: list[torch.Tensor] = []
 
 
-def _allocate_after_a_cache():
+def _allocate_after_a_cache(device: str):
     def run() -> None:
         if not _CACHE:
-            _CACHE.append(torch.ones(300 * 2**18))
-        assert torch.ones(2**18).sum() > 0
+            _CACHE.append(torch.ones(300 * 2**18, device=device))
+        assert torch.ones(2**18, device=device).sum() > 0
 
     return run
 
 
-def _allocate(megabytes: int):
+def _allocate(device: str, megabytes: int):
     def run() -> None:
-        block = torch.ones(megabytes * 2**18)  # float32: 4 bytes each
+        block = torch.ones(megabytes * 2**18, device=device)  # float32: 4 bytes each
         assert block.sum() > 0
 
     return run
@@ -110,6 +110,15 @@ def test_random_prepared_stand_in_data_loads_at_any_resolution(tmp_path) -> None
     config = load_config(None, "smoke", ["data.source=celebamask-hq", f"data.path={path}"])
     dataset = open_dataset(config.data, 16)
     assert len(dataset) == 4 and dataset[0]["image"].shape == (3, 16, 16)
+
+
+def test_paper_step_bench_times_two_steps_and_reports_the_cpu_peak_as_resident_memory() -> None:
+    from harness.bench.training import bench_paper_step
+
+    result = bench_paper_step(torch.device("cpu"), batch=2, preset="smoke")
+    assert result["device"] == "cpu" and result["batch"] == 2
+    assert result["step_s"] > 0 and result["first_step_s"] > 0
+    assert result["peak_gb"] == result["host_peak_gb"] > 0.1  # torch alone takes more
 
 
 def test_bench_eval_times_the_fid_pipeline_and_its_parts(data_cache, monkeypatch) -> None:

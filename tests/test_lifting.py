@@ -24,7 +24,8 @@ B, K, C, D, H, W, RES, N = 2, 3, 4, 8, 8, 8, 4, 6  # RES * RES = 16 rays
 OUTPUTS = ("feature", "mask_logits", "weights", "depth")
 
 
-def _scene(dtype: torch.dtype, channels: int = C, size: int = H, seed: int = 0) -> dict:
+def _scene(dtype: torch.dtype, channels: int = C, size: int = H, seed: int = 0,
+           device: str = "cpu") -> dict:
     """Random part maps and ray points from the camera prior, some points outside the box."""
     generator = torch.Generator().manual_seed(seed)
     angles = CameraPrior().sample(B, generator)
@@ -48,8 +49,9 @@ def _scene(dtype: torch.dtype, channels: int = C, size: int = H, seed: int = 0) 
         "sigma2d": torch.rand(B, K, size, size, generator=generator) * 3,
         "d_hat": torch.rand(B, K, size, size, generator=generator) * (D + 1) - 1,  # [-1, D]
     }
-    maps = {name: value.to(dtype).requires_grad_() for name, value in maps.items()}
-    return {**maps, "volume_depth": D, "points": points.to(dtype), "t": t.to(dtype)}
+    maps = {name: value.to(device, dtype).requires_grad_() for name, value in maps.items()}
+    return {**maps, "volume_depth": D, "points": points.to(device, dtype),
+            "t": t.to(device, dtype)}
 
 
 def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -93,14 +95,20 @@ def test_psi_functions_match_their_formulas_at_hand_computed_points() -> None:
 def test_fast_path_equals_reference_forward_and_gradients(
     function: str, mask_weights: str, fusion: str, dtype: torch.dtype, tolerance: float
 ) -> None:
-    scene = _scene(dtype)
+    assert_fast_path_equals_reference(_scene(dtype), function, mask_weights, fusion, tolerance)
+
+
+def assert_fast_path_equals_reference(scene: dict, function: str, mask_weights: str,
+                                      fusion: str, tolerance: float) -> None:
+    """The fast and the reference renders of `scene` agree, outputs and input gradients."""
     lifting = LiftingConfig(function, alpha=1.5)
     fast = render_lifted_fast(**scene, lifting=lifting, mask_weights=mask_weights, fusion=fusion)
     reference = render_lifted_reference(**scene, lifting=lifting, mask_weights=mask_weights,
                                         fusion=fusion)
     generator = torch.Generator().manual_seed(1)
     cotangents = [
-        torch.randn(getattr(reference, name).shape, generator=generator, dtype=dtype)
+        torch.randn(getattr(reference, name).shape, generator=generator,
+                    dtype=reference.feature.dtype).to(reference.feature.device)
         for name in OUTPUTS
     ]
     inputs = [scene["f2d"], scene["sigma2d"], scene["d_hat"]]

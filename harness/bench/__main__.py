@@ -121,6 +121,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         paper = bench_paper_step(device)
         _print_rows("paper-scale training step", [paper])
         figures.update(_flat("train", {"paper_step_s": paper["step_s"],
+                                       "paper_first_step_s": paper["first_step_s"],
                                        "paper_step_peak_gb": paper["peak_gb"]}))
     return figures
 

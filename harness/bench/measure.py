@@ -123,15 +123,17 @@ def peak_memory_bytes(setup: Callable[..., Callable[[], Any]], device: torch.dev
                       **kwargs: Any) -> int:
     """Peak memory one call of the case needs beyond its inputs, after a first call.
 
-    `setup(**kwargs)` (a module-level function) builds inputs and returns the call, which runs
-    once before the measured call. On CUDA: torch's peak allocated bytes in this process. On
-    CPU: peak resident memory above the resident memory before the call, in a fresh spawned
-    process so earlier cases leave no trace, with glibc told to map every block of 64 KiB or
-    more on its own (MALLOC_MMAP_THRESHOLD_): by default that threshold rises with each large
-    block freed (up to 32 MiB), blocks below it come from a heap that keeps freed space
-    resident, and the peak then depends on the order of allocations more than on the memory
-    the case holds at once, which CUDA's figure counts.
+    `setup(device=str(device), **kwargs)` (a module-level function) builds the inputs on the
+    measured device and returns the call, which runs once before the measured call. On CUDA:
+    torch's peak allocated bytes in this process. On CPU: peak resident memory above the
+    resident memory before the call, in a fresh spawned process so earlier cases leave no
+    trace, with glibc told to map every block of 64 KiB or more on its own
+    (MALLOC_MMAP_THRESHOLD_): by default that threshold rises with each large block freed (up
+    to 32 MiB), blocks below it come from a heap that keeps freed space resident, and the peak
+    then depends on the order of allocations more than on the memory the case holds at once,
+    which CUDA's figure counts.
     """
+    kwargs = {"device": str(device), **kwargs}
     if device.type == "cuda":
         run = setup(**kwargs)
         run()

@@ -169,7 +169,8 @@ def training_loop(
     start = 0
     state_path = ckpt.latest_training_state(run_dir)
     if state_path is not None:
-        state = ckpt.load_checkpoint(state_path, map_location=device)
+        # Onto the CPU: RNG states must stay CPU tensors; load_state_dict copies the rest over.
+        state = ckpt.load_checkpoint(state_path, map_location="cpu")
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         generator_ema.load_state_dict(state["generator_ema"])
