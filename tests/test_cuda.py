@@ -5,17 +5,15 @@ Skipped without CUDA (CI has no GPU); run them on a GPU machine with `pytest tes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from test_lifting import _scene, assert_fast_path_equals_reference
+from test_training import train_interrupted_and_uninterrupted
 
 from harness.bench.measure import peak_memory_bytes
 from harness.bench.renderer import RendererShape, renderer_case
-from harness.config import load_config
-from harness.training.loop import training_loop
 from models.lifting import PSI_FUNCTIONS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -23,15 +21,8 @@ CUDA = torch.device("cuda")
 
 
 def test_a_cuda_run_resumes_where_it_stopped(tmp_path: Path, smoke_overrides) -> None:
-    overrides = [*smoke_overrides, "train.device=cuda", "train.checkpoint_every=4"]
-    full = load_config(None, "smoke", [*overrides, "train.iterations=8"])
-    uninterrupted = training_loop(full, tmp_path / "a", progress=False)
-    training_loop(load_config(None, "smoke", [*overrides, "train.iterations=4"]),
-                  tmp_path / "b", progress=False)
-    resumed = training_loop(full, tmp_path / "b", progress=False)
-    assert resumed.iteration == 8
-    metrics = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(m)["iteration"] for m in metrics] == [2, 4, 6, 8]
+    resumed, uninterrupted = train_interrupted_and_uninterrupted(
+        tmp_path, [*smoke_overrides, "train.device=cuda"])
     # The same trajectory up to CUDA's non-deterministic kernels (atomic adds in backward):
     # differences of a few Adam steps (lr 0.002), where another seed differs by O(1).
     for a, b in zip(resumed.generator.parameters(), uninterrupted.generator.parameters(),

@@ -17,7 +17,7 @@ from harness.errors import UserError
 from harness.training import step
 from harness.training.checkpoint import latest_training_state, load_checkpoint
 from harness.training.distributed import free_port
-from harness.training.loop import TrainingDiverged, training_loop
+from harness.training.loop import TrainingDiverged, TrainResult, training_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,19 +44,27 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path: Path, smoke_overrid
     assert json.loads((run / "status.json").read_text())["state"] == "done"
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, smoke_overrides) -> None:
-    full = load_config(None, "smoke", [*smoke_overrides, "train.iterations=8",
-                                       "train.checkpoint_every=4"])
+def train_interrupted_and_uninterrupted(tmp_path: Path, overrides: list[str]
+                                        ) -> tuple[TrainResult, TrainResult]:
+    """A smoke run of 8 iterations in one go (tmp_path/a) and stopped at 4, then resumed by
+    the same command (tmp_path/b): (resumed, uninterrupted). Checks that the resumed run
+    reaches iteration 8 and logged each iteration once."""
+    overrides = [*overrides, "train.checkpoint_every=4"]
+    full = load_config(None, "smoke", [*overrides, "train.iterations=8"])
     uninterrupted = training_loop(full, tmp_path / "a", progress=False)
-    first_leg = load_config(None, "smoke", [*smoke_overrides, "train.iterations=4",
-                                            "train.checkpoint_every=4"])
+    first_leg = load_config(None, "smoke", [*overrides, "train.iterations=4"])
     training_loop(first_leg, tmp_path / "b", progress=False)
     resumed = training_loop(full, tmp_path / "b", progress=False)  # the same command again
     assert resumed.iteration == uninterrupted.iteration == 8
-    for name in ("generator", "discriminator", "generator_ema"):
-        assert _states_equal(getattr(resumed, name), getattr(uninterrupted, name)), name
     metrics = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["iteration"] for m in metrics] == [2, 4, 6, 8]  # no duplicates
+    return resumed, uninterrupted
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, smoke_overrides) -> None:
+    resumed, uninterrupted = train_interrupted_and_uninterrupted(tmp_path, smoke_overrides)
+    for name in ("generator", "discriminator", "generator_ema"):
+        assert _states_equal(getattr(resumed, name), getattr(uninterrupted, name)), name
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
