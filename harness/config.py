@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, model_validator
@@ -52,6 +53,10 @@ class DataConfig(Schema):
 class TrainConfig(Schema):
     """The shared GAN loop's settings (SemanticStyleGAN's defaults unless noted)."""
 
+    # Keys added since runs were saved, with the value those runs were trained with
+    # (models.config.ModelConfig.ADDED_KEYS; `with_added_keys`).
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {"style_mixing": 0.0, "path_length_weight": 0.0}
+
     iterations: int = Field(150_000, ge=1)  # generator steps in total
     batch_size: int = Field(4, ge=1)  # images per step over all ranks (paper: 4)
     lr: float = Field(0.002, gt=0)  # Adam learning rate before lazy-regularisation scaling
@@ -61,12 +66,23 @@ class TrainConfig(Schema):
     r1_gamma_mask: float = Field(1000.0, ge=0)  # R1 weight on the mask branch of D
     d_reg_every: int = Field(16, ge=1)  # lazy R1: every N discriminator steps
     mask_consistency_weight: float = Field(100.0, ge=0)  # coarse vs final mask loss weight
+    style_mixing: float = Field(0.3, ge=0, le=1)  # probability of mixing two w per batch (SSGAN)
+    path_length_weight: float = Field(0.5, ge=0)  # StyleGAN2 path-length penalty on G; 0: off
+    path_length_every: int = Field(4, ge=1)  # lazy path-length step every N generator steps
+    path_length_batch_shrink: int = Field(2, ge=1)  # its batch is batch_size / this
     ema_kimg: float = Field(10.0, gt=0)  # half-life of the generator EMA, thousands of images
     checkpoint_every: int = Field(5000, ge=1)  # iterations between full checkpoints
     log_every: int = Field(100, ge=1)  # iterations between metrics.jsonl lines
     sample_every: int = Field(5000, ge=1)  # iterations between sample grids
     seed: int = 0  # training seed (latents, cameras, init, data order)
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    # CPU threads of training and evaluation; 0 = every core this process may use, written
+    # into the resolved config as that number. The thread count changes the order of float
+    # sums, so the same config and seed give the same numbers only at the same count.
+    threads: int = Field(0, ge=0)
+    # torch.use_deterministic_algorithms and no cuDNN autotuning (CPU runs are deterministic
+    # at a fixed thread count without it; on CUDA it is needed and slower)
+    deterministic: bool = False
     max_grad_norm: float | None = None  # clip gradients to this norm; None = no clipping
     # generated images' poses: the paper's Gaussian yaw/pitch prior, or the data's own poses
     fake_cameras: Literal["prior", "dataset"] = "prior"
@@ -98,7 +114,12 @@ class EvalConfig(Schema):
     id_detector_size: int = Field(640, ge=32, multiple_of=32)
     id_detector_threshold: float = Field(0.5, gt=0, lt=1)  # SCRFD face score to align by
     disentangle_samples: int = Field(1000, ge=1)  # latents for D_mean (3D-SSGAN Table 1)
-    edit_what: Literal["both", "shape", "texture"] = "both"  # codes a part edit replaces
+    # what a part edit replaces: "part", each model's localised edit (docs/part-edits.md), or
+    # those codes of the part ("both", "shape", "texture"; for IDE-3D "shape" is global)
+    edit_what: Literal["part", "both", "shape", "texture"] = "part"
+    # masked D_mean: "image", averaged over W x H (the paper's), or "outside" the region only
+    masked_d_mean: Literal["image", "outside"] = "image"
+    edit_region: Literal["union", "original", "edited"] = "union"  # part pixels masked D_mean drops
     difference_maps: int = Field(4, ge=0)  # samples whose difference maps are kept for figures
     view_samples: int = Field(1024, ge=1)  # latents rendered at two poses for view consistency
     class_samples: int = Field(1000, ge=1)  # masks for the class-frequency TV distance
@@ -315,9 +336,32 @@ def resolve_config(
     except ValidationError as error:
         raise _format_validation_error(error, layers, ("model",), known) from None
     try:
-        return ExperimentConfig.model_validate({**tree, "model": model})
+        config = ExperimentConfig.model_validate({**tree, "model": model})
     except ValidationError as error:
         raise _format_validation_error(error, layers, (), known) from None
+    if config.train.threads == 0:
+        config.train.threads = available_cpus()
+    return config
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM allocation, taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (run directory, snapshot) with the keys added since it was written set to
+    the values it was trained with (`ADDED_KEYS` of the model's config and of TrainConfig)."""
+    model = saved.get("model")
+    if not isinstance(model, dict):
+        return saved  # resolve_config names what is wrong
+    try:
+        model_added = get_model(str(model.get("name", DEFAULT_MODEL))).config_class.ADDED_KEYS
+    except KeyError:
+        return saved
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    return {**saved, "model": {**model_added, **model},
+            "train": {**TrainConfig.ADDED_KEYS, **train}}
 
 
 def load_config(

@@ -4,14 +4,14 @@ Pipeline (CNeRF Fig. 2; TianxiangMa/CNeRF `volume_renderer.py`, `model.py`):
     W+ latents -> per part k a FiLM-SIREN MLP on the 3D sample points: `shape_layers` layers
     modulated by W_s^k, then `texture_layers` layers modulated by W_t^k (CNeRF: 3 + 2, width
     128). Heads: a mask logit m_k after the shape layers; an SDF residual Delta s_k and a feature
-    vector f_k (and from it a colour logit c_k) after the texture layers, as CNeRF's code reads
-    them (so a texture swap also moves that part's SDF residual, as in CNeRF).
+    vector f_k after the texture layers, as CNeRF's code reads them (so a texture swap also
+    moves that part's SDF residual, as in CNeRF).
     -> SDF  s(x) = s_sphere(x) + sum_k Delta s_k(x), with s_sphere(x) = |x| - r a fixed sphere
        (CNeRF's frozen, sphere-pretrained `init_network`, here in closed form)
     -> density as StyleSDF (Or-El et al. 2022, Eq. 2): sigma(x) = sigmoid(-s(x)/beta) / beta,
        beta learned (initially 0.1)
-    -> composition of features and colours across parts by the part masks
-    -> NeRF rendering (models.rendering) of features, colours and masks at render_resolution:
+    -> composition of features across parts by the part masks
+    -> NeRF rendering (models.rendering) of features and masks at render_resolution:
        each part's 2D mask is sum_i w_i m_k(x_i) (CNeRF's `mask2d`)
     -> SSGAN's render net (models.render_net) up-samples the features to the image and predicts
        the mask residual (CNeRF's second stage is a StyleGAN2 decoder with a mask branch).
@@ -23,12 +23,13 @@ model of the zoo gives the discriminator (2 * mask - 1), and (2) with raw masks 
 features can leak everywhere with any magnitude, while with the softmax a part only contributes
 where its mask wins, which keeps a latent swap local (what Table 1 measures).
 
-Differences from CNeRF, each for the shared harness: no view-direction input to the mask and
-feature heads (view-independent fields; the harness measures view consistency); the renderer
-is the zoo's (uniform stratified samples between NEAR and FAR, opaque last sample, the
-camera conventions of models.camera); there is no W^base (slot 0 is sampled and ignored: CNeRF
-has no shared code); the two stages (renderer at 64x64, then the up-sampler) train end to end
-in the shared loop. Part edits are latent swaps in 3D-SSGAN's slot layout (models.generator).
+Differences from CNeRF, each for the shared harness: no view-direction input to the mask and feature
+heads (view-independent fields; the harness measures view consistency); the renderer is the zoo's
+(uniform stratified samples between NEAR and FAR, opaque last sample, the camera conventions of
+models.camera); there is no W^base (slot 0 is sampled and ignored: CNeRF has no shared code); the
+two stages (renderer at 64x64, then the up-sampler) train end to end in the shared loop, so CNeRF's
+low-resolution colour head (which trains its first stage) has no loss here and is left out. Part
+edits are latent swaps in 3D-SSGAN's slot layout (models.generator).
 
 Regularisers as StyleSDF / CNeRF (`options.py`): eikonal (lambda 0.1) and minimal surface
 (lambda 0.001, beta 100), declared by `regularizers`.
@@ -47,7 +48,7 @@ from torch import nn
 from models.blocks import MappingNetwork
 from models.camera import pixel_rays
 from models.config import (
-    ModelConfig,
+    PartLatentConfig,
     check_part_count,
     check_powers_of_two,
     check_render_resolution,
@@ -61,7 +62,7 @@ from models.render_net import build_render_net
 from models.rendering import expected_depth, nerf_weights, ray_depths, ray_points, render_map
 
 
-class CNeRFConfig(ModelConfig):
+class CNeRFConfig(PartLatentConfig):
     """CNeRF; the defaults are the paper's settings (TianxiangMa/CNeRF `options.py`)."""
 
     name: Literal["cnerf"] = "cnerf"
@@ -108,12 +109,11 @@ class PartFields(nn.Module):
         self.to_sdf = PartDense(num_parts, width, 1, "siren")
         nn.init.zeros_(self.to_sdf.bias)  # the initial SDF is the sphere (CNeRF: pretrained)
         self.to_feature = PartDense(num_parts, width, feature_channels, "kaiming")
-        self.to_colour = PartDense(num_parts, feature_channels, 3, "siren")
 
     def forward(self, points: torch.Tensor, w_shape: torch.Tensor, w_texture: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         """points (B, 1, P, 3), codes (B, K, w_dim) each -> per-part values at the points:
-        mask logit and SDF residual (B, K, P), feature (B, K, P, C), colour logit (B, K, P, 3)."""
+        mask logit and SDF residual (B, K, P), feature (B, K, P, C)."""
         x = points
         for layer in self.shape:
             x = layer(x, w_shape)  # (B, K, P, width)
@@ -121,12 +121,11 @@ class PartFields(nn.Module):
         for layer in self.texture:
             x = layer(x, w_texture)
         feature = self.to_feature(x)  # (B, K, P, C) f_k
-        return {"mask": mask, "sdf": self.to_sdf(x)[..., 0], "feature": feature,
-                "colour": self.to_colour(feature)}
+        return {"mask": mask, "sdf": self.to_sdf(x)[..., 0], "feature": feature}
 
 
 class CNeRFGenerator(PartGenerator):
-    """W+ latents and a camera -> image, mask, coarse mask, low-resolution image, depth."""
+    """W+ latents and a camera -> image, mask, coarse mask, depth."""
 
     def __init__(self, config: CNeRFConfig):
         super().__init__()
@@ -147,7 +146,7 @@ class CNeRFGenerator(PartGenerator):
     def compose(self, points: torch.Tensor, w: torch.Tensor,
                 active_parts: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """The composed field at points (B, P, 3): sdf (B, P), mask (B, P, K) (softmax over
-        parts), feature (B, P, C), colour (B, P, 3) in [0, 1]."""
+        parts), feature (B, P, C)."""
         parts = self.fields(points[:, None], w[:, 1::2], w[:, 2::2])
         mask_logits, residual = parts["mask"], parts["sdf"]  # (B, K, P) each
         if active_parts is not None:
@@ -158,8 +157,7 @@ class CNeRFGenerator(PartGenerator):
         mask = torch.softmax(mask_logits, dim=1)  # (B, K, P)
         sdf = points.norm(dim=-1) - self.config.sphere_radius + residual.sum(1)  # (B, P)
         feature = torch.einsum("bkp,bkpc->bpc", mask, parts["feature"])  # (B, P, C)
-        colour = torch.sigmoid(torch.einsum("bkp,bkpc->bpc", mask, parts["colour"]))
-        return {"sdf": sdf, "mask": mask.transpose(1, 2), "feature": feature, "colour": colour}
+        return {"sdf": sdf, "mask": mask.transpose(1, 2), "feature": feature}
 
     def forward(
         self,
@@ -199,7 +197,6 @@ class CNeRFGenerator(PartGenerator):
             "image": image,  # (B, 3, R, R)
             "mask": mask,  # (B, K, R, R)
             "mask_coarse": mask_coarse,  # (B, K, r, r)
-            "image_lr": 2 * render_map(weights, field["colour"], r) - 1,  # (B, 3, r, r)
             "depth": expected_depth(weights, t).reshape(batch, 1, r, r),  # head units
         }
         if regularize:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,10 @@ class ModelConfig(Schema):
     # Keys earlier versions had and this one dropped: a snapshot that still holds them loads
     # without them (each model lists its own and why they are safe to drop).
     RETIRED_KEYS: ClassVar[frozenset[str]] = frozenset()
+    # Keys added since runs were saved, with the value that reproduces how those runs were
+    # trained: a saved config (run directory, snapshot) without the key gets this value, not
+    # the new default (harness.config.with_added_keys).
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {}
 
     name: str
     num_parts: int = 13  # K, semantic classes the generator composes (background included)
@@ -32,6 +36,15 @@ class ModelConfig(Schema):
     # or above keep no activations and recompute them in backward (less memory, ~1/3 more
     # time in those blocks; the gradients are unchanged). None: off.
     checkpoint_resolution: int | None = Field(None, ge=4)
+
+
+class PartLatentConfig(ModelConfig):
+    """A model whose latents are Eq. 1's slots, sampled as SemanticStyleGAN (models.generator)."""
+
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {"latent_sampling": "per_slot"}
+    # "shared": one z per sample, its w in every slot (SSGAN's training, with style mixing in
+    # the loop: train.style_mixing); "per_slot": an independent z per slot (not in the paper)
+    latent_sampling: Literal["shared", "per_slot"] = "shared"
 
 
 def check_powers_of_two(config: Schema, keys: tuple[str, ...], minimum: int) -> None:

@@ -1,10 +1,14 @@
 """The generator contract shared by every model of the zoo, and its part-control API.
 
-Latents are W+ codes laid out in slots (paper Eq. 1): slot 0 is the shared base code
-W^base; for part k (0-based class id) slot 1 + 2k is its shape code W_s^k and slot 2 + 2k its
-texture code W_t^k. A part edit is therefore a swap of slots. A holistic model keeps the same
-tensor layout for its own codes: it overrides `sample_latents` and `slots_of` (which slots an
-edit of a part replaces), and its `forward` gives the slots their meaning (see models.ide3d).
+Latents are W+ codes laid out in slots (paper Eq. 1): slot 0 is the shared base code W^base; for
+part k (0-based class id) slot 1 + 2k is its shape code W_s^k and slot 2 + 2k its texture code
+W_t^k. A part edit is therefore a swap of slots. Latents are sampled as SemanticStyleGAN trains
+(`latent_sampling: shared`): one z per sample, mapped to one w that fills every slot, and in
+training, with probability `mixing`, style mixing with a second w (SSGAN's `mix_styles`: per sample
+and part, the shape and texture codes come from (w1, w1), (w1, w2) or (w2, w2), one of the three at
+random; the base code stays w1). A holistic model keeps the same tensor layout for its own codes: it
+overrides `sample_latents` and `slots_of` (which slots an edit of a part replaces), and its
+`forward` gives the slots their meaning (see models.ide3d).
 
 `forward(w, cam2world, intrinsics, ...)` returns a dict of tensors:
     image        (B, 3, R, R)  high-resolution image in [-1, 1]
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-EDIT_WHAT = ("shape", "texture", "both")
+EDIT_WHAT = ("shape", "texture", "both")  # plus "part": the model's own `part_edit`
 
 
 def slot_count(num_parts: int) -> int:
@@ -43,24 +47,45 @@ class PartGenerator(nn.Module):
     """Base class of the zoo's generators: latent sampling and part-level control.
 
     Subclasses set `num_parts`, `w_dim`, a `mapping` module (z (N, z_dim) -> w (N, w_dim))
-    with a `w_avg` buffer, and implement `forward`.
+    with a `w_avg` buffer, and a `config` with `latent_sampling` (models.config.PartLatentConfig),
+    and implement `forward`.
     """
 
     num_parts: int
     w_dim: int
     z_dim: int
     mapping: nn.Module
+    # the codes an edit of one part replaces when asked for "the part's edit" (what="part"):
+    # what this architecture localises to the part (docs/part-edits.md)
+    part_edit: str = "both"
 
     def sample_latents(
         self,
         n: int,
         generator: torch.Generator | None = None,
         truncation: float = 1.0,
+        mixing: float = 0.0,  # probability of style mixing for the batch (training: 0.3)
     ) -> torch.Tensor:
-        """(n, S, w_dim) W+ latents: an independent z per slot through the mapping network."""
+        """(n, S, w_dim) W+ latents, sampled as `config.latent_sampling` says (module docstring).
+
+        "per_slot" (not in the paper) draws an independent z for every slot and ignores `mixing`.
+        """
         device = next(self.parameters()).device
-        z = torch.randn(n * slot_count(self.num_parts), self.z_dim, generator=generator)
-        w = self.mapping(z.to(device)).view(n, slot_count(self.num_parts), self.w_dim)
+        slots = slot_count(self.num_parts)
+        if self.config.latent_sampling == "per_slot":
+            z = torch.randn(n * slots, self.z_dim, generator=generator)
+            w = self.mapping(z.to(device)).view(n, slots, self.w_dim)
+        else:
+            mix = mixing > 0 and float(torch.rand((), generator=generator)) < mixing
+            z = torch.randn(n * (2 if mix else 1), self.z_dim, generator=generator)
+            codes = self.mapping(z.to(device))  # (n or 2n, w_dim): w1, then w2 when mixing
+            w = codes[:n, None].repeat(1, slots, 1)  # (n, S, w_dim) w1 in every slot
+            if mix:
+                # per sample and part: 0 -> (w1, w1), 1 -> (w1, w2), 2 -> (w2, w2)
+                choice = torch.randint(3, (n, self.num_parts, 1), generator=generator).to(device)
+                w2 = codes[n:, None]  # (n, 1, w_dim)
+                w[:, 1::2] = torch.where(choice == 2, w2, w[:, 1::2])  # shape codes W_s^k
+                w[:, 2::2] = torch.where(choice >= 1, w2, w[:, 2::2])  # texture codes W_t^k
         if truncation != 1.0:
             w = self.mapping.w_avg.lerp(w, truncation)
         return w
@@ -73,11 +98,12 @@ class PartGenerator(nn.Module):
         return part_slots(part, what)
 
     def edit_part(
-        self, w: torch.Tensor, part: int, w_new: torch.Tensor, what: str = "both"
+        self, w: torch.Tensor, part: int, w_new: torch.Tensor, what: str = "part"
     ) -> torch.Tensor:
-        """Latents `w` with part `part`'s shape and/or texture code taken from `w_new`."""
+        """Latents `w` with part `part`'s codes taken from `w_new`: its shape and/or texture
+        code, or for what="part" the codes of the model's localised edit (`part_edit`)."""
         edited = w.clone()
-        slots = self.slots_of(part, what)
+        slots = self.slots_of(part, self.part_edit if what == "part" else what)
         edited[:, slots] = w_new[:, slots]
         return edited
 

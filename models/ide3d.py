@@ -146,11 +146,17 @@ class IDE3DGenerator(PartGenerator):
                                           config.feature_channels)  # Phi_t -> c
         self.render_net = build_render_net(config)
 
+    part_edit = "texture"  # the region-level texture edit; IDE-3D's shape code is holistic
+
     def sample_latents(
-        self, n: int, generator: torch.Generator | None = None, truncation: float = 1.0
+        self, n: int, generator: torch.Generator | None = None, truncation: float = 1.0,
+        mixing: float = 0.0,
     ) -> torch.Tensor:
         """(n, 1+2K, w_dim): one shape code (slot 0 and its copies) and one texture code (in
-        every texture slot) per sample, each from its own z through the mapping network."""
+        every texture slot) per sample, each from its own z through the mapping network.
+
+        `mixing` (SemanticStyleGAN's style mixing of part codes) does not apply: IDE-3D has no
+        part codes to mix, so it is ignored."""
         device = next(self.parameters()).device
         z = torch.randn(n * 2, self.z_dim, generator=generator)
         codes = self.mapping(z.to(device)).view(n, 2, self.w_dim)

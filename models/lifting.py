@@ -57,7 +57,8 @@ PSI_FUNCTIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "inverse_abs": _inverse_abs,
     "inverse_square": _inverse_square,
 }
-MASK_WEIGHTS = ("nerf", "uniform")  # Eq. 10 with w_i = NeRF weights, or w_i = 1 (ablation, warm-up)
+# Eq. 10 with w_i = the NeRF weights, or uniform weights (ablation, warm-up; `_mask_weights`)
+MASK_WEIGHTS = ("nerf", "uniform")
 PATHS = ("fast", "reference")
 # Eq. 8 sums the parts' lifted features ("sum"); "density" averages the parts' 2D features
 # weighted by their lifted densities, f_fused = sum_k sigma_k^3d f_k^2d / sum_k sigma_k^3d, as
@@ -492,8 +493,16 @@ def _inside(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _mask_weights(weights: torch.Tensor, mask_weights: str) -> torch.Tensor:
-    """(B, rays, N) the w_i of Eq. 10: the NeRF weights, or ones."""
-    return weights if mask_weights == "nerf" else torch.ones_like(weights)
+    """(B, rays, N) the w_i of Eq. 10: the NeRF weights, or uniform weights 1/N.
+
+    The paper calls m_init a "weighted averag[e]" of the sampled densities and its ablation
+    sets "w_i to 1"; the NeRF weights sum to at most one, so uniform weights are 1/N: the
+    plain average. Literal ones would scale the mask logits with N (3x larger with 36 test
+    samples than with 12 in training), so the softmax of Eq. 9 would sharpen at test time.
+    """
+    if mask_weights == "nerf":
+        return weights
+    return torch.full_like(weights, 1 / weights.shape[-1])
 
 
 def _check(

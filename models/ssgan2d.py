@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from models.blocks import MappingNetwork
-from models.config import ModelConfig, check_part_count, check_powers_of_two
+from models.config import PartLatentConfig, check_part_count, check_powers_of_two
 from models.discriminator import build_dual_branch_discriminator
 from models.generator import PartGenerator
 from models.local_generator import LocalGenerators
@@ -34,7 +34,7 @@ from models.registry import ModelSpec, register_model
 from models.render_net import build_render_net
 
 
-class SSGAN2DConfig(ModelConfig):
+class SSGAN2DConfig(PartLatentConfig):
     """SemanticStyleGAN; the defaults are its paper settings (SSGAN `train.py`, 512 px)."""
 
     name: Literal["ssgan2d"] = "ssgan2d"

@@ -6,21 +6,27 @@ feature, depth and density maps -> depth-guided lifting to part volumes (Eqs. 5-
 -> SSGAN's render net gives the high-resolution image and mask residual. Trained with SSGAN's
 losses plus depth smoothness (Eqs. 12-13) in the shared loop (harness.training).
 
-Depth (Sec. 3.2): the facial parts that sit on the face base predict depth relative to it,
-d_hat_k = d_k + d_faceBase (Eq. 7); the face base and the background, and every part that is
-not on the face surface (hair, ears, neck, cloth, hat, earrings: they sit beside, behind or
-around the head, so an offset from the face sheet has no meaning for them) predict absolute
-depth. Which parts are relative is the config list `relative_parts` (default eyes, brows,
-mouth, nose, eyeglasses). Depths are in depth-grid index units (0 = back, D-1 = front), as z in
-Eq. 7. Absolute depths are (D-1) * sigmoid(raw + prior), with a per-part prior placing each
-part where a portrait has it (background at the back, nose in front); relative depths are
-range * (D-1) * tanh(raw).
+Depth (Sec. 3.2, Eq. 7): "we predict the relative depth w.r.t the part p_faceBase for the
+facial parts normally above the face base. For the part p_faceBase and p_background, we directly
+predict their absolute depth values." The face base and the background are the only parts the
+paper names as absolute, so by default every other part is relative (`relative_parts`: all
+parts but face and background; a shorter list is an option, e.g. only the parts on the face
+surface). Depths are in depth-grid index units (0 = back, D-1 = front), as z in Eq. 7:
+    face base, background:  d_hat_k = (D-1) sigmoid(raw_k + logit(prior_k))  (absolute)
+    every other part:       d_hat_k = d_k^2d + reference,  d_k^2d = range (D-1) tanh(raw_k)
+where the reference is the predicted face base depth d_faceBase (Eq. 7, a relative part) or the
+face base's prior depth (D-1) prior_face, a constant (an absolute part: `relative_depth: false`,
+the "w/o relative depth" arm of Table 3, or a part left out of `relative_parts`). The two arms
+thus share the bound, the starting depth and the smoothness term (Eq. 13 reads d_k^2d) and
+differ only in what the paper ablates: whether a part's depth follows the predicted face base.
+`absolute_depth: part_priors` gives the earlier parameterisation instead (not in the paper):
+absolute parts at (D-1) sigmoid(raw_k + logit(DEPTH_PRIOR_k)), a hand-set prior per part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +35,7 @@ from pydantic import Field, model_validator
 from models.blocks import MappingNetwork
 from models.camera import pixel_rays
 from models.config import (
-    ModelConfig,
+    PartLatentConfig,
     Schema,
     check_part_count,
     check_powers_of_two,
@@ -46,7 +52,9 @@ from models.render_net import build_render_net
 from models.rendering import nerf_weights, quantile_depths, ray_depths, ray_points
 
 FACE_BASE = PART_NAMES.index("face")
+ABSOLUTE_PARTS = ("background", "face")  # the parts the paper predicts absolute depth for
 # Where each part's absolute depth starts, as a fraction of the volume depth (0 back, 1 front).
+# Only face and background are used unless `absolute_depth: part_priors` (not in the paper).
 DEPTH_PRIOR = {"background": 0.03, "face": 0.7, "eyes": 0.72, "brows": 0.74, "mouth": 0.72,
                "nose": 0.8, "ears": 0.5, "hair": 0.55, "neck": 0.5, "cloth": 0.5,
                "eyeglasses": 0.8, "hat": 0.6, "earrings": 0.5}
@@ -65,7 +73,7 @@ class LiftingSettings(Schema):
     alpha: float = Field(1.0, gt=0)  # sharpness of psi, per depth-index unit (squared or not)
 
 
-class SSGAN3DConfig(ModelConfig):
+class SSGAN3DConfig(PartLatentConfig):
     """3D-SSGAN; the defaults are the paper's settings (Sec. 3.4)."""
 
     name: Literal["3dssgan"] = "3dssgan"
@@ -87,8 +95,13 @@ class SSGAN3DConfig(ModelConfig):
     texture_layers: int = Field(4, ge=1)  # layers reading W_t^k (features after these)
     coarse_mlp_layers: int = Field(1, ge=1)  # linear layers on the Fourier features
     relative_depth: bool = True  # Table 3 ablation: False predicts absolute depth for all parts
-    relative_parts: list[str] = ["eyes", "brows", "mouth", "nose", "eyeglasses"]
-    relative_depth_range: float = Field(0.25, gt=0)  # max |d_k| of relative parts, fraction of D
+    # parts whose depth is relative to the face base (module docstring: the paper's reading)
+    relative_parts: list[str] = [name for name in PART_NAMES if name not in ABSOLUTE_PARTS]
+    relative_depth_range: float = Field(0.25, gt=0)  # max |d_k^2d| of the other parts, of D-1
+    # "face_prior": parts other than face and background are offsets from the face base (the
+    # predicted one if relative, its prior depth if not); "part_priors": absolute parts at a
+    # hand-set prior depth each, DEPTH_PRIOR (the earlier default; not in the paper)
+    absolute_depth: Literal["face_prior", "part_priors"] = "face_prior"
     lifting: LiftingSettings = LiftingSettings()
     lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
     # Eq. 8 sums the parts' lifted features ("sum"); "density" takes their mean weighted by the
@@ -97,7 +110,9 @@ class SSGAN3DConfig(ModelConfig):
     # Rays the fast path renders at a time, each chunk's per-sample terms recomputed in the
     # backward pass instead of kept (less memory, one more forward pass of them); 0: all rays.
     ray_chunk: int = Field(0, ge=0)
-    density_scale: float = Field(10.0, gt=0)  # multiplies sigma_k^2d (softplus output)
+    # sigma_k^2d = density_scale * DENSITY_PRIOR_k * softplus(raw): not in the paper, which
+    # says nothing of the density's scale; shared by every arm of Tables 3 and the lifting study
+    density_scale: float = Field(10.0, gt=0)
     mask_nerf_weights: bool = True  # Table 3 ablation: False uses w_i = 1 in Eq. 10 throughout
     mask_warmup_iterations: int = Field(2000, ge=0)  # Eq. 10 uses w_i = 1 before this iteration
     ray_samples_train: int = Field(12, ge=2)  # N per ray in training
@@ -110,6 +125,8 @@ class SSGAN3DConfig(ModelConfig):
     test_sampling: Literal["uniform", "depth_guided"] = "uniform"
     # The earlier depth-guided sampling's window and coarse-ray stride: test-time only, so
     # snapshots trained with them render the same without.
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {**PartLatentConfig.ADDED_KEYS,
+                                             "absolute_depth": "part_priors"}
     RETIRED_KEYS: ClassVar[frozenset[str]] = frozenset({"depth_guided_window",
                                                         "depth_guided_stride"})
     depth_guided_coarse: int = Field(24, ge=2)  # samples of the density-only pass
@@ -129,7 +146,7 @@ class SSGAN3DConfig(ModelConfig):
             raise ValueError("ray_chunk applies to the fast lifting path; set ray_chunk: 0 "
                              "or lifting_path: fast")
         unknown = [p for p in self.relative_parts if p not in PART_NAMES or p in
-                   ("background", "face")]
+                   ABSOLUTE_PARTS]
         if unknown:
             raise ValueError(f"relative_parts: {unknown} are not facial parts; choose from "
                              f"{', '.join(PART_NAMES[2:])}")
@@ -150,6 +167,11 @@ class SSGAN3DGenerator(PartGenerator):
         relative = torch.tensor([config.relative_depth and name in config.relative_parts
                                  for name in PART_NAMES])
         self.register_buffer("relative", relative, persistent=False)  # (K,) bool
+        # absolute (sigmoid) depth: face and background, or every non-relative part
+        part_priors = config.absolute_depth == "part_priors"
+        sigmoid = torch.tensor([name in ABSOLUTE_PARTS or (part_priors and not rel)
+                                for name, rel in zip(PART_NAMES, relative.tolist(), strict=True)])
+        self.register_buffer("sigmoid_depth", sigmoid, persistent=False)  # (K,) bool
         prior = torch.tensor([DEPTH_PRIOR[name] for name in PART_NAMES])
         self.register_buffer("depth_prior_logit", torch.logit(prior), persistent=False)  # (K,)
         density = torch.tensor([DENSITY_PRIOR[name] for name in PART_NAMES])
@@ -166,11 +188,13 @@ class SSGAN3DGenerator(PartGenerator):
                                                  channels_last=cfg.lifting_path == "fast")
         top = cfg.volume_depth - 1
         absolute = top * torch.sigmoid(raw_depth + self.depth_prior_logit[:, None, None])
-        offset = cfg.relative_depth_range * top * torch.tanh(raw_depth)  # d_k^2d, relative
+        offset = cfg.relative_depth_range * top * torch.tanh(raw_depth)  # d_k^2d, (B, K, H, W)
         face = absolute[:, FACE_BASE : FACE_BASE + 1]  # (B, 1, H, W) d_faceBase
-        relative = self.relative[:, None, None]
-        d_hat = torch.where(relative, offset + face, absolute)  # (B, K, H, W), Eq. 7
-        part_depth = torch.where(relative, offset, absolute)  # d_k^2d as predicted, for Eq. 13
+        face_prior = top * torch.sigmoid(self.depth_prior_logit[FACE_BASE])  # its start depth
+        reference = torch.where(self.relative[:, None, None], face, face_prior)  # (B, K, H, W)
+        sigmoid = self.sigmoid_depth[:, None, None]
+        d_hat = torch.where(sigmoid, absolute, offset + reference)  # (B, K, H, W), Eq. 7
+        part_depth = torch.where(sigmoid, absolute, offset)  # d_k^2d as predicted, for Eq. 13
         sigma = cfg.density_scale * self.density_prior[:, None, None] * density  # sigma_k^2d
         if active_parts is not None:
             keep = torch.zeros(cfg.num_parts, device=w.device, dtype=feature.dtype)

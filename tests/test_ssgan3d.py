@@ -13,6 +13,7 @@ from models.registry import get_model
 from models.ssgan3d import FACE_BASE, PART_NAMES, SSGAN3DGenerator
 
 EYES, MOUTH, HAIR = PART_NAMES.index("eyes"), PART_NAMES.index("mouth"), PART_NAMES.index("hair")
+BACKGROUND = PART_NAMES.index("background")
 
 
 def build(*overrides: str) -> SSGAN3DGenerator:
@@ -98,10 +99,57 @@ def test_relative_depth_switch() -> None:
             a = generator.part_maps(w)
             b = generator.part_maps(generator.edit_part(w, FACE_BASE, w_face, what="shape"))
         face_moved = not torch.allclose(a["d_hat"][:, FACE_BASE], b["d_hat"][:, FACE_BASE])
-        eyes_moved = not torch.allclose(a["d_hat"][:, EYES], b["d_hat"][:, EYES])
-        assert face_moved and eyes_moved == follows
-        torch.testing.assert_close(  # absolute parts never follow the face base
-            a["d_hat"][:, HAIR], b["d_hat"][:, HAIR])
+        for part in (EYES, HAIR):  # every part but face and background is relative (Sec. 3.2)
+            moved = not torch.allclose(a["d_hat"][:, part], b["d_hat"][:, part])
+            assert face_moved and moved == follows
+        torch.testing.assert_close(  # the background's depth is absolute in both arms
+            a["d_hat"][:, BACKGROUND], b["d_hat"][:, BACKGROUND])
+
+
+def test_relative_parts_default_to_every_part_but_face_and_background() -> None:
+    config = load_config(None, "smoke").model
+    assert set(config.relative_parts) == set(PART_NAMES) - {"face", "background"}
+    only_eyes = build("model.relative_parts=[eyes]")
+    w, w_face = latents(only_eyes), latents(only_eyes, seed=5)
+    with torch.no_grad():
+        a = only_eyes.part_maps(w)
+        b = only_eyes.part_maps(only_eyes.edit_part(w, FACE_BASE, w_face, what="shape"))
+    assert not torch.allclose(a["d_hat"][:, EYES], b["d_hat"][:, EYES])
+    torch.testing.assert_close(a["d_hat"][:, HAIR], b["d_hat"][:, HAIR])  # left out: absolute
+    with pytest.raises(UserError, match="not facial parts"):
+        build("model.relative_parts=[face]")
+
+
+def test_depth_arms_differ_only_in_the_reference_depth() -> None:
+    """Table 3's two arms share the bound, start and smoothness term: for every part but face
+    and background, d_hat(relative) - d_hat(absolute) = d_face - the face base's prior depth."""
+    relative, absolute = build(), build("model.relative_depth=false")
+    absolute.load_state_dict(relative.state_dict())
+    w = latents(relative)
+    with torch.no_grad():
+        a, b = relative.part_maps(w), absolute.part_maps(w)
+    top = relative.config.volume_depth - 1
+    shift = a["d_hat"][:, FACE_BASE] - 0.7 * top  # (B, H, W): d_faceBase - its prior
+    others = [k for k, name in enumerate(PART_NAMES) if name not in ("face", "background")]
+    for k in others:
+        torch.testing.assert_close(a["d_hat"][:, k] - b["d_hat"][:, k], shift)
+    torch.testing.assert_close(a["part_depth"], b["part_depth"])  # Eq. 13 reads the same maps
+    offset = a["part_depth"][:, others]
+    assert offset.abs().max() <= relative.config.relative_depth_range * top  # one tanh bound
+
+
+def test_part_priors_give_the_earlier_absolute_parameterisation() -> None:
+    from models.ssgan3d import DEPTH_PRIOR
+
+    generator = build("model.relative_depth=false", "model.absolute_depth=part_priors")
+    w = latents(generator)
+    with torch.no_grad():
+        maps = generator.part_maps(w)
+        _, raw, _ = generator.local(w, generator.config.render_resolution)
+    top = generator.config.volume_depth - 1
+    prior = torch.logit(torch.tensor(DEPTH_PRIOR["nose"]))
+    nose = PART_NAMES.index("nose")
+    torch.testing.assert_close(maps["d_hat"][:, nose], top * torch.sigmoid(raw[:, nose] + prior))
 
 
 def test_mask_nerf_weights_switch_and_warmup() -> None:
@@ -171,7 +219,9 @@ def test_depth_smoothness_weight_and_ray_samples() -> None:
 
 
 def test_depth_guided_sampling_renders_few_samples_and_approaches_the_uniform_render() -> None:
-    uniform = build()
+    # 32 samples: enough for the coarse pass's weights to place the guided samples well (with
+    # the smoke preset's 8 the quantiles of a piecewise-constant weight are too coarse)
+    uniform = build("model.ray_samples_test=32")
     n_test = uniform.config.ray_samples_test
     guided = build("model.test_sampling=depth_guided", f"model.depth_guided_coarse={n_test}",
                    "model.depth_guided_samples=3")

@@ -40,7 +40,8 @@ from models.config import Schema
 # checks they agree).
 METRIC_GROUPS = ("fid", "kid", "id", "disentangle", "views", "classes")
 # Report tables and figures a sweep may ask for (contract 3).
-REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identity")
+REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identity",
+                 "noise_floor")
 REPORT_FIGURES = ("editing", "multiview", "progressive", "interpolation", "curves", "bars")
 # Settings that do not change what a trial computes, so not part of its id.
 ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "tracking.")
@@ -205,6 +206,8 @@ class SweepSpec(Schema):
     seeds: list[int] = Field([0], min_length=1)  # train.seed of each trial
     overrides: dict[str, Any] = {}  # dotted config key -> value, for every trial
     grid: Grid | None = None
+    # the variant every other arm is compared with in the report (default: the first one)
+    reference: str | None = None
     search: Search | None = None
     metrics: list[Literal[METRIC_GROUPS]] | None = None  # type: ignore[valid-type]  # None: all
     eval_samples: int | None = Field(None, ge=2)  # evaluation samples; None: the preset's
@@ -239,7 +242,17 @@ class SweepSpec(Schema):
                                  f"needs {group!r} in metrics")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be unique, got {self.seeds}")
+        names = [variant.name for variant in self.grid.variants] if self.grid else []
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not a variant of grid: "
+                             f"choose one of {', '.join(names) or '(no variants)'}")
         return self
+
+    def reference_variant(self) -> str | None:
+        """The variant the report compares the others with: `reference`, else the first."""
+        if self.reference is not None:
+            return self.reference
+        return self.grid.variants[0].name if self.grid and self.grid.variants else None
 
 
 def metric_group(key: str) -> str:

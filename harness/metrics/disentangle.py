@@ -1,17 +1,20 @@
 """Part disentanglement (3D-SSGAN Table 1): D_mean and masked D_mean of part edits (Eq. 14).
 
-For each of N random latents and each part in PARTS, that part's latent codes (shape and
-texture by default, `evaluate.edit_what` for either alone) are replaced by those of another
-random latent (`g.edit_part`, so a holistic model's own editing method is used), and the
+For each of N random latents and each part in PARTS, that part is edited with the codes of
+another random latent (`g.edit_part`; `evaluate.edit_what: part`, the default, is each model's
+localised edit, `models.generator.PartGenerator.part_edit`, see docs/part-edits.md), and the
 original and edited latents are rendered at the same camera: the frontal camera, and a camera
 drawn from the prior per sample.
 
 - Difference map: mean over R, G, B of |p_edited - p_original|, pixels in [0, 1].
 - D_mean (Eq. 14): the mean of the difference map over the whole W x H image.
-- Masked D_mean: the mean of the difference map over the pixels OUTSIDE the edited region,
-  i.e. (sum of the map over outside pixels) / (number of outside pixels). The edited region
-  is the union of the part's pixels (argmax of the rendered mask) in the original and in the
-  edited image, so neither where the part was nor where it went counts as collateral change.
+- Masked D_mean (`evaluate.masked_d_mean`): the difference map with the edited region set to
+  zero, averaged over the whole W x H image ("image", the paper's: Fig. 4 shows it as the mean
+  of the masked map, Table 1 compares it with D_mean), or over the pixels outside the region
+  only ("outside", not the paper's; larger by W H / outside pixels). The edited region
+  (`evaluate.edit_region`) is the part's pixels (argmax of the rendered mask) in the original
+  image, in the edited one, or their union (the default: neither where the part was nor where
+  it went counts as collateral change).
 """
 
 from __future__ import annotations
@@ -48,17 +51,28 @@ def d_mean(difference: torch.Tensor) -> torch.Tensor:
     return difference.flatten(1).mean(1)
 
 
-def d_mean_masked(difference: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """(B,) mean of the difference map over pixels outside `region` (B, H, W) bool;
-    NaN where the region covers the whole image."""
-    outside = (~region).flatten(1).float()
-    return (difference.flatten(1) * outside).sum(1) / outside.sum(1)  # 0 / 0 -> NaN
+MASKED_AVERAGES = ("image", "outside")  # evaluate.masked_d_mean
+EDIT_REGIONS = ("union", "original", "edited")  # evaluate.edit_region
 
 
-def edited_region(original_labels: torch.Tensor, edited_labels: torch.Tensor, part: int
+def d_mean_masked(difference: torch.Tensor, region: torch.Tensor, average: str = "image"
                   ) -> torch.Tensor:
-    """(B, H, W) bool: the part's pixels in the original or in the edited class map."""
-    return (original_labels == part) | (edited_labels == part)
+    """(B,) masked D_mean: the difference map outside `region` (B, H, W) bool, summed and
+    divided by W H ("image", the paper's) or by the number of outside pixels ("outside"; NaN
+    where the region covers the whole image)."""
+    outside = (~region).flatten(1).float()
+    total = (difference.flatten(1) * outside).sum(1)
+    if average == "image":
+        return total / outside.shape[1]
+    assert average == "outside", average
+    return total / outside.sum(1)  # 0 / 0 -> NaN
+
+
+def edited_region(original_labels: torch.Tensor, edited_labels: torch.Tensor, part: int,
+                  which: str = "union") -> torch.Tensor:
+    """(B, H, W) bool: the part's pixels in the original class map, the edited one, or either."""
+    original, edited = original_labels == part, edited_labels == part
+    return {"union": original | edited, "original": original, "edited": edited}[which]
 
 
 # Difference-map arrays kept for figures and the axis of their samples: original (V, S, 3, H, W)
@@ -68,16 +82,20 @@ MAP_SAMPLE_AXIS = {"original": 1, "edited": 2, "difference": 2, "region": 2}
 
 
 def evaluate_disentanglement(
-    generator: torch.nn.Module, count: int, seed: int, batch_size: int, what: str = "both",
-    keep_maps: int = 4,
+    generator: torch.nn.Module, count: int, seed: int, batch_size: int, what: str = "part",
+    keep_maps: int = 4, masked_average: str = "image", region_of: str = "union",
 ) -> MetricResult:
     """D_mean and masked D_mean per part and view over `count` latents.
+
+    `what` is the edit ("part": the model's localised edit; "both", "shape", "texture": those
+    codes); `masked_average` and `region_of` define masked D_mean (module docstring).
 
     Artifacts: `rows` (one dict per sample, part and view, for RUN_DIR/eval/disentangle.csv)
     and `maps` (the first `keep_maps` samples' images, difference maps and edited regions,
     laid out as MAP_SAMPLE_AXIS says).
     """
     device = device_of(generator)
+    what = generator.part_edit if what == "part" else what
     latent_stream, camera_stream = streams(seed, "disentangle")
     rows: list[dict[str, object]] = []
     maps: dict[str, list[torch.Tensor]] = {key: [] for key in MAP_SAMPLE_AXIS}
@@ -98,9 +116,9 @@ def evaluate_disentanglement(
                 k = CLASS_IDS[part]
                 edited = render(generator, generator.edit_part(w, k, w_new, what), *cameras[view])
                 difference = difference_map(original["image"], edited["image"])
-                region = edited_region(original_labels, labels(edited["mask"]), k)
+                region = edited_region(original_labels, labels(edited["mask"]), k, region_of)
                 full = d_mean(difference).tolist()
-                masked = d_mean_masked(difference, region).tolist()
+                masked = d_mean_masked(difference, region, masked_average).tolist()
                 for index in range(n):
                     rows.append({"sample": first + index, "part": part, "view": view,
                                  "what": what, "d_mean": full[index],
@@ -114,7 +132,8 @@ def evaluate_disentanglement(
             for key, values in kept.items():
                 maps[key].append(torch.stack(values))
     values = summarise(rows)
-    values["disentangle_what"] = what
+    values |= {"disentangle_what": what, "d_mean_masked_average": masked_average,
+               "d_mean_masked_region": region_of}
     artifacts = {"rows": rows, "maps": {key: torch.cat(value, dim=MAP_SAMPLE_AXIS[key])
                                         for key, value in maps.items() if value}}
     return MetricResult(values, num_samples=count, images=count * len(VIEWS) * (1 + len(PARTS)),

@@ -4,10 +4,10 @@ Generated images (EMA generator, truncation 1, cameras from `evaluate.cameras`) 
 extractor as uint8 batch by batch, so 50,000 images never sit in memory at once. The real
 images' features are computed once per (extractor, resolution, dataset content) and cached at
 `<data cache>/fid-stats/<extractor key>-<resolution>-<content hash>.npz` (mu, sigma and the raw
-features, which KID needs), written atomically. The extractor key is the extractor's name, plus
-the digest of its weights file for the synthface networks (retrained weights under the same name
-get new statistics). torch-fidelity's own cache is keyed by a name only and would silently reuse
-statistics of changed data, so it is not used.
+features, which KID needs), written atomically. The extractor key is the extractor's name plus the
+digest of the weights file it loads (Inception weights from another file, or retrained synthface
+weights under the same name, get new statistics). torch-fidelity's own cache is keyed by a name only
+and would silently reuse statistics of changed data, so it is not used.
 
 Extractors: `synthface-v2` (the default on synthetic data) and `synthface-v1` (shipped networks
 trained on the synthetic portraits, see `harness.metrics.extractors.synthface`; their FID is not
@@ -131,12 +131,12 @@ class _Images(Dataset):
 
 
 def extractor_key(extractor: str, weights: Path | None = None) -> str:
-    """The name of `extractor` in cache keys: a synthface network's name also carries the
-    digest of its weights (`weights`, default the shipped file), e.g. `synthface-v2.0123abcd4567`.
-    """
-    if extractor not in SYNTHFACE_NAMES:
-        return extractor
-    return f"{extractor}.{weights_digest(weights or weights_path(extractor))}"
+    """The name of `extractor` in cache keys with the digest of the weights file it loads
+    (`weights`; a synthface network's default is the shipped file), e.g.
+    `synthface-v2.0123abcd4567`: other weights under the same name get their own statistics."""
+    if weights is None and extractor in SYNTHFACE_NAMES:
+        weights = weights_path(extractor)
+    return extractor if weights is None else f"{extractor}.{weights_digest(weights)}"
 
 
 def stats_path(config: ExperimentConfig, extractor: str, weights: Path | None = None

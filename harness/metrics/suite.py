@@ -174,7 +174,8 @@ def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
             elif metric == "disentangle":
                 result = evaluate_disentanglement(g, plan.counts["disentangle"], seed,
                                                   cfg.batch_size, cfg.edit_what,
-                                                  cfg.difference_maps)
+                                                  cfg.difference_maps, cfg.masked_d_mean,
+                                                  cfg.edit_region)
             elif metric == "views":
                 result = evaluate_views(g, plan.counts["views"], seed, cfg.batch_size)
             else:

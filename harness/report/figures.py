@@ -240,7 +240,7 @@ def _maps_rendered(generator: torch.nn.Module) -> list[tuple[str, np.ndarray, np
 
     part = CLASS_IDS[EDIT_PART]
     w = _latents(generator, 1, 0)
-    w_edit = generator.edit_part(w, part, _latents(generator, 1, 1), what="both")
+    w_edit = generator.edit_part(w, part, _latents(generator, 1, 1))
     views = {"frontal": (YAW_MEAN, PITCH_MEAN), "side": (YAW_MEAN - SIDE_YAW, PITCH_MEAN)}
     # one batch: (original, edited) at each view
     out = _render(generator, torch.cat([w, w_edit] * len(views)),

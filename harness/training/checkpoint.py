@@ -109,7 +109,7 @@ def load_generator(
 
     A UserError names a run directory without snapshots or an unreadable snapshot.
     """
-    from harness.config import resolve_config
+    from harness.config import resolve_config, with_added_keys
     from models.registry import get_model
 
     run_dir = Path(run_dir)
@@ -120,7 +120,8 @@ def load_generator(
             "(python -m harness.train --run-dir RUN_DIR) or pass a snapshot path"
         )
     state = load_checkpoint(path, map_location=device)
-    config = resolve_config(_without_retired_keys(state["config"]), file_name=str(path))
+    config = resolve_config(with_added_keys(_without_retired_keys(state["config"])),
+                            file_name=str(path))
     generator = get_model(config.model.name).build_generator(config.model)
     generator.load_state_dict(state["generator_ema"])
     generator.to(device).eval().requires_grad_(False)

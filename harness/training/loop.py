@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from harness.config import ExperimentConfig, config_to_dict, load_config
+from harness.config import (
+    ExperimentConfig,
+    config_to_dict,
+    read_yaml,
+    resolve_config,
+    with_added_keys,
+)
 from harness.data.classes import NUM_CLASSES
 from harness.data.loading import open_dataset
 from harness.errors import UserError
@@ -47,7 +54,8 @@ METRICS_FILE = "metrics.jsonl"
 FAILURE_FILE = "failure.json"
 # Config keys a resumed run may change: training longer, logging elsewhere, evaluation.
 RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.log_every",
-                     "train.sample_every", "train.device", "tracking.", "evaluate.")
+                     "train.sample_every", "train.device", "train.threads", "tracking.",
+                     "evaluate.")
 
 
 @dataclass
@@ -74,6 +82,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def apply_reproducibility(threads: int, deterministic: bool) -> None:
+    """Use `threads` CPU threads and, if asked, deterministic algorithms (train.threads,
+    train.deterministic): what makes the same command give the same numbers."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement
+
+
 def iteration_generator(seed: int, iteration: int, rank: int, stream: int) -> torch.Generator:
     """A CPU generator for one random stream of one iteration on one rank."""
     key = ((seed * 1_000_003 + iteration) * 1_009 + rank) * 17 + stream
@@ -84,7 +102,7 @@ def _check_run_dir_config(run_dir: Path, config: ExperimentConfig) -> None:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return
-    old = config_to_dict(load_config(path))
+    old = config_to_dict(resolve_config(with_added_keys(read_yaml(path)), str(path)))
     new = config_to_dict(config)
     from harness.config import flatten
 
@@ -142,6 +160,7 @@ def training_loop(
     run_dir = Path(run_dir)
     train = config.train
     device = resolve_device(train.device)
+    apply_reproducibility(train.threads, train.deterministic)
     info = init_distributed(device)
     if device.type == "cuda" and train.device == "auto":
         device = torch.device("cuda", info.local_rank)
@@ -176,6 +195,8 @@ def training_loop(
         generator_ema.load_state_dict(state["generator_ema"])
         gan.g_opt.load_state_dict(state["g_opt"])
         gan.d_opt.load_state_dict(state["d_opt"])
+        if "path_length_mean" in state:  # (absent from states saved before it existed)
+            gan.path_length_mean = state["path_length_mean"].to(device)
         ckpt.set_rng_state(state["rng"])
         start = int(state["iteration"])
         if info.is_main:
@@ -192,6 +213,7 @@ def training_loop(
                dynamic_ncols=True, desc=run_dir.name)
     started, started_iteration = time.time(), start
     stats: dict[str, float] = {}
+    counts: dict[str, int] = {}
 
     def save(iteration: int) -> None:
         if not info.is_main:
@@ -202,7 +224,8 @@ def training_loop(
             state={"iteration": iteration, "generator": generator.state_dict(),
                    "discriminator": discriminator.state_dict(),
                    "generator_ema": generator_ema.state_dict(), "g_opt": gan.g_opt.state_dict(),
-                   "d_opt": gan.d_opt.state_dict(), "rng": ckpt.rng_state(), "config": resolved},
+                   "d_opt": gan.d_opt.state_dict(), "rng": ckpt.rng_state(), "config": resolved,
+                   "path_length_mean": gan.path_length_mean.cpu()},
             snapshot={"iteration": iteration, "generator_ema": generator_ema.state_dict(),
                       "config": resolved},
         )
@@ -231,23 +254,25 @@ def training_loop(
         real_image, real_mask = _real_batch(
             dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
         losses = gan_step(gan, real_image, real_mask, fake_cameras, rng_fake, iteration,
-                          regularize=iteration % train.d_reg_every == 0, info=info)
+                          regularize=iteration % train.d_reg_every == 0, info=info,
+                          path_length=train.path_length_weight > 0
+                          and iteration % train.path_length_every == 0)
         if not all_ranks_finite(torch.stack([v.float() for v in losses.values()]), info):
             fail(iteration + 1, losses)
 
         done = iteration + 1
-        for name, value in losses.items():
+        for name, value in losses.items():  # (lazy terms are averaged over their own steps)
             stats[name] = stats.get(name, 0.0) + float(value)
-        stats["_count"] = stats.get("_count", 0.0) + 1
+            counts[name] = counts.get(name, 0) + 1
         bar.update(1)
         if not info.is_main:
             continue
         rate = (done - started_iteration) / max(time.time() - started, 1e-9)
         if done % train.log_every == 0 or done == train.iterations:
-            count = stats.pop("_count")
-            record = {"iteration": done, **{f"train/{k}": v / count for k, v in stats.items()},
+            record = {"iteration": done, **{f"train/{k}": v / counts[k] for k, v in stats.items()},
                       "train/it_per_s": rate, "time": time.time()}
             stats.clear()
+            counts.clear()
             with open(run_dir / METRICS_FILE, "a") as file:
                 file.write(json.dumps(record) + "\n")
             bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()

@@ -1,5 +1,9 @@
 """One iteration of the shared GAN recipe (SemanticStyleGAN's), and the networks it updates.
 
+SemanticStyleGAN's `train.py`: latents with style mixing (probability 0.3), the logistic loss
+with lazy R1 on D, the non-saturating loss with the mask loss on G, lazy path-length
+regularisation on G (weight 0.5 every 4 steps on half the batch), and the EMA of G.
+
 The training loop (harness.training.loop) and the model benchmark (harness.bench.models)
 both build their networks with `build_gan` and train with `gan_step`, so what the benchmark
 times and measures is the step the loop takes.
@@ -23,6 +27,7 @@ from models.losses import (
     ema_update,
     g_nonsaturating_loss,
     mask_consistency_loss,
+    path_length_penalty,
     r1_backward,
 )
 from models.registry import get_model
@@ -38,6 +43,8 @@ class Gan:
     generator_ema: nn.Module
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
+    # running mean of G's path lengths (StyleGAN2's pl_mean; training state, checkpointed)
+    path_length_mean: torch.Tensor
 
     def ema_beta(self) -> float:
         """Per-step EMA decay: half-life of `train.ema_kimg` thousand images (StyleGAN2)."""
@@ -60,7 +67,8 @@ def build_gan(config: ExperimentConfig, device: torch.device) -> Gan:
     g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=train.lr * ratio,
                              betas=(train.beta1**ratio, train.beta2**ratio))
-    return Gan(config, generator, discriminator, generator_ema, g_opt, d_opt)
+    return Gan(config, generator, discriminator, generator_ema, g_opt, d_opt,
+               torch.zeros((), device=device))
 
 
 def gan_step(
@@ -72,9 +80,11 @@ def gan_step(
     iteration: int | None,  # passed to G (warm-ups); None: a trained model's step
     regularize: bool,  # take the lazy R1 step on both D branches
     info: DistInfo | None = None,  # the job's ranks, whose gradients are averaged
+    path_length: bool = False,  # take the lazy path-length step on G
 ) -> dict[str, torch.Tensor]:
     """One D step (logistic loss, optional R1) and one G step (non-saturating loss, mask
-    consistency, the model's own regularisers), then the EMA update; the detached losses."""
+    consistency, the model's own regularisers), the optional path-length step, then the EMA
+    update; the detached losses."""
     g, d, train = gan.generator, gan.discriminator, gan.config.train
     info = info or DistInfo()
     batch = real_image.shape[0]
@@ -86,7 +96,7 @@ def gan_step(
     # as the model declares (models.discriminator; IDE-3D adds low-resolution copies).
     d.requires_grad_(True)
     with torch.no_grad():
-        w = g.sample_latents(batch, generator=rng)
+        w = g.sample_latents(batch, generator=rng, mixing=train.style_mixing)
         fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
     # The two halves of the logistic loss backward one at a time: the same gradient as
     # backward of their sum, with one discriminator graph in memory instead of two.
@@ -107,7 +117,7 @@ def gan_step(
 
     # Generator step.
     d.requires_grad_(False)
-    w = g.sample_latents(batch, generator=rng)
+    w = g.sample_latents(batch, generator=rng, mixing=train.style_mixing)
     fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
     g_adv = g_nonsaturating_loss(d(**discriminator_inputs(fake)))
     g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
@@ -118,10 +128,34 @@ def gan_step(
     average_gradients(g, info)
     _clip(g, train.max_grad_norm)
     gan.g_opt.step()
+    losses.update({"g_loss": g_loss.detach(), "g_adv": g_adv.detach(), "g_mask": g_mask.detach(),
+                   **{k: v.detach() for k, v in extra.items()}})
+    del fake, g_loss, g_adv, g_mask, extra
+    if path_length:
+        losses["path_length"] = _path_length_step(gan, fake_cameras, rng, iteration, info, batch)
     average_buffers(g, info)
     ema_update(gan.generator_ema, g, gan.ema_beta())
-    return {**losses, "g_loss": g_loss.detach(), "g_adv": g_adv.detach(),
-            "g_mask": g_mask.detach(), **{k: v.detach() for k, v in extra.items()}}
+    return losses
+
+
+def _path_length_step(gan: Gan, fake_cameras: CameraSampler, rng: torch.Generator,
+                      iteration: int | None, info: DistInfo, batch: int) -> torch.Tensor:
+    """StyleGAN2's lazy path-length step on G (weight x interval), as SSGAN's `train.py`: on
+    batch / shrink images, gradients with respect to the W+ latents; the penalty, detached."""
+    g, train = gan.generator, gan.config.train
+    count = max(1, batch // train.path_length_batch_shrink)
+    device = gan.path_length_mean.device
+    with torch.no_grad():
+        w = g.sample_latents(count, generator=rng, mixing=train.style_mixing)
+    w.requires_grad_(True)
+    fake = g(w, *fake_cameras(count, rng, device), iteration=iteration)
+    penalty, gan.path_length_mean = path_length_penalty(fake["image"], w, gan.path_length_mean)
+    gan.g_opt.zero_grad(set_to_none=True)
+    (train.path_length_weight * train.path_length_every * penalty).backward()
+    average_gradients(g, info)
+    _clip(g, train.max_grad_norm)
+    gan.g_opt.step()
+    return penalty.detach()
 
 
 def _clip(module: nn.Module, max_norm: float | None) -> None:
