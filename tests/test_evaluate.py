@@ -33,7 +33,8 @@ CONTRACT_KEYS = {
     *(f"{kind}/{metric}" for kind in ("num_samples", "seconds", "images_per_second")
       for metric in METRICS),
 }
-EXTRA_KEYS = {"preset", "fid_real_images", "fid_real_cached", "fid_cameras", "disentangle_what"}
+EXTRA_KEYS = {"preset", "fid_real_images", "fid_real_cached", "fid_cameras", "disentangle_what",
+              "d_mean_masked_average", "d_mean_masked_region", "threads", "deterministic"}
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +235,18 @@ def test_dry_run_checks_inputs_and_measures_nothing(
     assert code == 0 and "fid: 5 samples, extractor synthface-v2" in out
     after = (run_dir / "metrics.json").read_text() if (run_dir / "metrics.json").exists() else ""
     assert before == after
+
+
+def test_the_same_command_gives_the_same_numbers(run_dir: Path, tmp_path: Path) -> None:
+    """Training and evaluation again at the same config (thread count included) reproduce
+    every number; the thread count is part of the resolved config and of metrics.json."""
+    config = load_config(run_dir / "config.yaml")
+    assert config.train.threads >= 1 and config.train.deterministic is False
+    training_loop(config, tmp_path / "again", progress=False)
+    timing = ("seconds/", "images_per_second/")
+    first, second = (
+        {key: value for key, value in evaluate_run(path, metrics="fid,views,classes",
+                                                     track=False).items()
+         if not key.startswith(timing)}
+        for path in (run_dir, tmp_path / "again"))
+    assert first == second and first["threads"] == config.train.threads

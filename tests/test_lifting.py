@@ -295,3 +295,21 @@ def test_fast_path_never_allocates_a_volume_or_per_sample_features() -> None:
         largest[path] = mode.largest
     assert largest["reference"] >= K * channels * D * size * size  # the probe sees volumes
     assert largest["fast"] < forbidden, largest
+
+
+def test_uniform_mask_weights_average_so_train_and_test_sample_counts_agree() -> None:
+    """Eq. 10 with uniform weights is the mean of the sampled densities (w_i = 1/N): 12 training
+    samples and 36 test samples per ray give about the same mask logits (literal ones: 3x)."""
+    scene = _scene(torch.float64)
+    angles = CameraPrior().sample(B, torch.Generator().manual_seed(1))
+    origins, directions = pixel_rays(look_at_origin(angles), intrinsics(20.0), RES)
+    logits = {}
+    for samples in (12, 36):
+        t = ray_depths(B, RES * RES, samples, stratified=False, dtype=torch.float64)
+        points = ray_points(origins.double(), directions.double(), t)
+        out = render_lifted(**{**scene, "points": points, "t": t}, lifting=LiftingConfig(),
+                            mask_weights="uniform")
+        logits[samples] = out.mask_logits
+    ratio = (logits[36].abs().mean() / logits[12].abs().mean()).item()
+    assert 0.9 < ratio < 1.1, ratio
+    torch.testing.assert_close(logits[36], logits[12], rtol=0.25, atol=0.05)

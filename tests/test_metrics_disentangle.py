@@ -44,23 +44,30 @@ def test_d_mean_matches_eq14_computed_independently() -> None:
         difference = difference_map(torch.from_numpy(original), torch.from_numpy(edited))
         assert d_mean(difference)[b].item() == pytest.approx(expected, rel=1e-5)
         masked = d_mean_masked(difference, torch.from_numpy(region))[b].item()
-        assert masked == pytest.approx(outside / outside_count, rel=1e-5)
+        assert masked == pytest.approx(outside / (4 * 5), rel=1e-5)  # the paper's: over W H
+        outside_only = d_mean_masked(difference, torch.from_numpy(region), "outside")[b].item()
+        assert outside_only == pytest.approx(outside / outside_count, rel=1e-5)
 
 
-def test_masked_mean_is_over_outside_pixels_only() -> None:
-    """A 2x2 map: the edited pixel's difference is ignored, the mean is over the other 3."""
+def test_masked_mean_drops_the_region_and_averages_over_the_image_or_the_rest() -> None:
+    """A 2x2 map: the edited pixel's difference is dropped; the paper's masked D_mean divides
+    the rest by all 4 pixels (Fig. 4's mean of the masked map), "outside" by the other 3."""
     difference = torch.tensor([[[0.9, 0.1], [0.2, 0.3]]])
     region = torch.tensor([[[True, False], [False, False]]])
     assert d_mean(difference).item() == pytest.approx(1.5 / 4)
-    assert d_mean_masked(difference, region).item() == pytest.approx(0.6 / 3)
-    assert math.isnan(d_mean_masked(difference, torch.ones_like(region)).item())
+    assert d_mean_masked(difference, region).item() == pytest.approx(0.6 / 4)
+    assert d_mean_masked(difference, region, "outside").item() == pytest.approx(0.6 / 3)
+    assert d_mean_masked(difference, torch.ones_like(region)).item() == 0
+    assert math.isnan(d_mean_masked(difference, torch.ones_like(region), "outside").item())
 
 
-def test_edited_region_is_the_union_of_both_masks() -> None:
+def test_edited_region_is_the_union_original_or_edited_mask() -> None:
     mouth = CLASS_IDS["mouth"]
     before = torch.tensor([[[mouth, 0, 0]]])
     after = torch.tensor([[[0, mouth, CLASS_IDS["nose"]]]])
     assert edited_region(before, after, mouth).tolist() == [[[True, True, False]]]
+    assert edited_region(before, after, mouth, "original").tolist() == [[[True, False, False]]]
+    assert edited_region(before, after, mouth, "edited").tolist() == [[[False, True, False]]]
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +102,14 @@ def test_edits_go_through_the_models_edit_part(generator: torch.nn.Module) -> No
     """A model whose edit changes nothing (as a holistic model may choose) scores exactly 0."""
 
     class NoEdit(type(generator)):
-        def edit_part(self, w, part, w_new, what="both"):  # noqa: ANN001, ANN201
+        def edit_part(self, w, part, w_new, what="part"):  # noqa: ANN001, ANN201
             return w
 
     frozen = NoEdit(generator.config)
     frozen.load_state_dict(generator.state_dict())
     frozen.eval()
     result = evaluate_disentanglement(frozen, count=2, seed=0, batch_size=2, keep_maps=0)
-    assert all(value == 0 for key, value in result.values.items() if key.startswith("d_mean"))
+    assert all(value == 0 for key, value in result.values.items()
+               if key.startswith(("d_mean/", "d_mean_masked/")))
+    assert result.values["d_mean_masked_average"] == "image"  # the paper's, by default
     assert result.artifacts["maps"] == {}

@@ -112,6 +112,12 @@ def test_real_statistics_are_cached_by_content(tmp_path: Path, data_cache: Path)
     retrained = tmp_path / "synthface-v2.pt"
     retrained.write_bytes(weights_path(SYNTHFACE).read_bytes() + b"\0")
     assert stats_path(config, SYNTHFACE, retrained)[1] != path
+    # Inception statistics are keyed by the weights file too: another file, other statistics.
+    inception_a, inception_b = tmp_path / "a.pth", tmp_path / "b.pth"
+    inception_a.write_bytes(b"weights a")
+    inception_b.write_bytes(b"weights b")
+    assert stats_path(config, INCEPTION, inception_a)[1] != stats_path(config, INCEPTION,
+                                                                       inception_b)[1]
 
 
 def test_extractor_choice_and_missing_inception_weights(

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sweep_helpers import calls, fake_evaluate, fake_train, offline_runs, sweep_cli, write_sweep
 
+from harness.config import available_cpus
 from harness.errors import UserError
 from harness.launch import trial as trial_module
 from harness.launch.driver import GridRun, Options
@@ -61,6 +62,11 @@ def test_trial_ids_are_stable_and_follow_what_the_trial_computes(tmp_path: Path)
     longer = load_sweep(path, sets=["train.iterations=99"])
     assert not set(ids) & {t.trial_id for t in expand(longer)}
     assert [t.trial_id.split("-s0-")[0] for t in expand(longer)] == ["a1", "a2"]
+    # the thread count changes the numbers, so it is resolved into the config and the id
+    threads = {t.config.train.threads for t in expand(load_sweep(path))}
+    assert threads == {available_cpus()}
+    other = load_sweep(path, sets=[f"train.threads={available_cpus() + 1}"])
+    assert not set(ids) & {t.trial_id for t in expand(other)}
 
 
 def test_variant_may_change_the_model(tmp_path: Path) -> None:
@@ -113,6 +119,8 @@ def test_every_shipped_sweep_loads_and_asks_only_for_metrics_the_suite_has() -> 
      "(search.space): unknown key 'model.foo'"),
     ({"data": "imagenet"}, "data: data 'imagenet' is not synthetic or celebamask-hq=PATH"),
     ({"report": {"tables": ["nonsense"]}}, "report.tables.0 = 'nonsense' is invalid"),
+    ({"grid": {"variants": VARIANTS}, "reference": "a3"},
+     "reference 'a3' is not a variant of grid: choose one of a1, a2"),
 ])
 def test_a_mistake_in_a_sweep_file_is_one_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict, expected: str

@@ -149,3 +149,29 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args, expected) ->
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_path_length_step_trains_g_and_keeps_its_running_mean(smoke_overrides) -> None:
+    """The lazy path-length step (SSGAN: weight 0.5 every 4 steps) changes G beyond the plain
+    step, moves the running mean of path lengths off zero and logs the penalty."""
+    from harness.data.loading import open_dataset
+    from harness.training.cameras import camera_sampler
+    from harness.training.loop import _real_batch, iteration_generator
+
+    config = load_config(None, "smoke", smoke_overrides)
+    dataset = open_dataset(config.data, config.model.resolution)
+    image, mask = _real_batch(dataset, torch.arange(4), torch.device("cpu"))
+    cameras = camera_sampler("prior", config)
+    results = {}
+    for path_length in (False, True):
+        gan = step.build_gan(config, torch.device("cpu"))
+        torch.manual_seed(0)
+        losses = step.gan_step(gan, image, mask, cameras, iteration_generator(0, 0, 0, 2), 0,
+                               regularize=False, path_length=path_length)
+        results[path_length] = (gan, losses)
+    (plain, plain_losses), (regularised, losses) = results[False], results[True]
+    assert "path_length" in losses and "path_length" not in plain_losses
+    assert torch.isfinite(losses["path_length"]) and regularised.path_length_mean > 0
+    assert plain.path_length_mean == 0
+    assert not _states_equal(plain.generator, regularised.generator)
+    assert _states_equal(plain.discriminator, regularised.discriminator)  # G's step only

@@ -37,6 +37,7 @@ from harness.metrics.generation import (
 )
 from harness.metrics.identity import Embedder, choose_embedder, evaluate_identity
 from harness.metrics.views import evaluate_views
+from harness.reproducibility import apply_reproducibility
 from harness.training.checkpoint import LoadedGenerator, load_generator
 from harness.training.loop import resolve_device
 
@@ -49,7 +50,8 @@ EVAL_DIR = "eval"
 # Per-sample disentanglement rows: the columns of eval/disentangle.csv and of the W&B table.
 DISENTANGLE_COLUMNS = ("sample", "part", "view", "what", "d_mean", "d_mean_masked")
 # Config keys an evaluation may override (the rest describe the trained model and its data).
-OVERRIDABLE = ("evaluate.", "data.path", "data.cache_dir", "data.workers")
+OVERRIDABLE = ("evaluate.", "data.path", "data.cache_dir", "data.workers", "train.threads",
+               "train.deterministic")
 
 
 @dataclass
@@ -154,6 +156,7 @@ def plan_evaluation(
 def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
     """Run the planned metrics; write metrics.json and the eval/ files; log to W&B."""
     g, cfg, seed = plan.loaded.generator, plan.config.evaluate, plan.seed
+    apply_reproducibility(plan.config.train.threads, plan.config.train.deterministic)
     results: dict[str, MetricResult] = {}
     device = next(g.parameters()).device
     if device.type == "cpu":
@@ -195,6 +198,7 @@ def _collect(plan: Plan, results: dict[str, MetricResult]) -> dict[str, Any]:
         "checkpoint": str(_relative(plan.loaded.path, plan.run_dir)),
         "iteration": plan.loaded.iteration, "seed": plan.seed,
         "model": plan.config.model.name, "preset": plan.config.preset,
+        "threads": plan.config.train.threads, "deterministic": plan.config.train.deterministic,
     }
     for metric, result in results.items():
         values |= result.values

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from harness.data.classes import NUM_CLASSES
 from harness.data.loading import open_dataset
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text, atomic_write_yaml
+from harness.reproducibility import apply_reproducibility
 from harness.tracking import Tracker
 from harness.training import checkpoint as ckpt
 from harness.training.cameras import camera_sampler
@@ -80,16 +80,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device = {name!r} but CUDA is not available; use auto or cpu")
     return device
-
-
-def apply_reproducibility(threads: int, deterministic: bool) -> None:
-    """Use `threads` CPU threads and, if asked, deterministic algorithms (train.threads,
-    train.deterministic): what makes the same command give the same numbers."""
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement
 
 
 def iteration_generator(seed: int, iteration: int, rank: int, stream: int) -> torch.Generator:
