@@ -33,7 +33,7 @@ from PIL import Image
 from harness.data.classes import CLASS_COLOURS, CLASS_IDS, CLASS_NAMES
 from harness.io import atomic_write
 from harness.report.sources import SweepData, cell
-from harness.report.tables import BOOKKEEPING, ablation, lifting, model_design
+from harness.report.tables import ablation, lifting, model_design, setting_of
 from harness.training.samples import SIDE_YAW
 from harness.visualize import colourise_mask, image_grid, to_uint8_image
 from models.camera import PITCH_MEAN, YAW_MEAN, YAW_STD, intrinsics, look_at_origin
@@ -91,12 +91,6 @@ class FigureResult:
     missing: list[str] = field(default_factory=list)  # settings left out, and why
 
 
-def _setting(row: pd.Series) -> tuple[tuple[str, str], ...]:
-    """The trial's config without seed and bookkeeping: equal for seed replicates."""
-    return tuple((k, repr(row[k])) for k in row.index if k.startswith("config.")
-                 and not k.removeprefix("config.").startswith(BOOKKEEPING))
-
-
 def representatives(data: SweepData) -> tuple[list[Representative], list[str]]:
     """One loaded generator per distinct setting (its done trial with the lowest seed first),
     and a note for each setting none of whose trials has a loadable snapshot."""
@@ -107,7 +101,7 @@ def representatives(data: SweepData) -> tuple[list[Representative], list[str]]:
     trials = data.trials.assign(_done=data.trials["status"] != "done",
                                 _seed=data.trials.get("config.train.seed"))
     for _, row in trials.sort_values(["_done", "_seed", "trial_id"]).iterrows():
-        by_setting.setdefault(_setting(row), []).append(row)
+        by_setting.setdefault(setting_of(row), []).append(row)
     reps, problems = [], []
     for rows in sorted(by_setting.values(), key=lambda rows: min(r["trial_id"] for r in rows)):
         reasons = []
@@ -426,7 +420,8 @@ def curves(data: SweepData) -> Figure | None:
 
 
 def bars(data: SweepData) -> Figure | None:
-    """Ablation bar charts: mean with std error bars over trials, n above each bar.
+    """Ablation bar charts: the mean over seeds with its 95% interval, n above each bar (no
+    error bar where n = 1: a single run has no interval to draw).
 
     Only what the sweep varies gets panels: Table 3's settings (relative depth, NeRF weights)
     when the sweep has more than one of them, with a panel per metric some trial measured; the
@@ -436,35 +431,45 @@ def bars(data: SweepData) -> Figure | None:
     table = ablation(data).data
     if len(table) > 1:
         panels += [(table, "setting", column, title) for column, title in
-                   (("fid", "FID ↓"), ("photometric_l1", "view L1 ↓"),
-                    ("mask_miou", "mask mIoU ↑")) if table[column].notna().any()]
+                   (("fid", "FID ↓"), ("kid_x100", "KID×100 ↓"),
+                    ("view_photometric_l1", "view L1 ↓"), ("view_mask_miou", "mask mIoU ↑"),
+                    ("mask_class_tv", "class TV ↓")) if table[column].notna().any()]
     lift = lifting(data).data
     if len(lift) > 1:
         lift = lift.assign(setting=[f"{f}\nα={a:g}" for f, a in zip(lift["function"],
                                                                      lift["alpha"], strict=True)])
-        panels.append((lift, "setting", "fid", "lifting ψ, α: FID ↓"))
+        panels += [(lift, "setting", column, f"lifting ψ, α: {title}") for column, title in
+                   (("fid", "FID ↓"), ("kid_x100", "KID×100 ↓")) if lift[column].notna().any()]
     if not panels:
         return None
     widths = [max(3.0, BAR_INCHES * len(frame) + 0.6) for frame, *_ in panels]
     figure = Figure(layout="constrained", figsize=(sum(widths), 3.2))
     axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=widths)
     for axis, (frame, label, column, title) in zip(axes[0], panels, strict=True):
-        means = frame[column].astype(float).fillna(0.0)
-        errors = frame[f"{column}_std"].astype(float).fillna(0.0)
+        means = frame[column].astype(float)
+        low = (means - frame[f"{column}_ci_low"].astype(float)).to_numpy()
+        high = (frame[f"{column}_ci_high"].astype(float) - means).to_numpy()
         x = np.arange(len(frame))
-        axis.bar(x, means, yerr=errors, capsize=3, color="#4477aa")
-        for position, (top, value) in enumerate(zip(means + errors, frame[column], strict=True)):
+        axis.bar(x, means.fillna(0.0), color="#4477aa")
+        has_interval = ~np.isnan(low)
+        if has_interval.any():
+            axis.errorbar(x[has_interval], means[has_interval],
+                          yerr=[low[has_interval], high[has_interval]], fmt="none",
+                          ecolor="black", capsize=3, lw=1)
+        tops = np.where(has_interval, means + np.nan_to_num(high), means.fillna(0.0))
+        for position, (top, value) in enumerate(zip(tops, frame[column], strict=True)):
             axis.annotate("no data" if pd.isna(value) else f"n={frame['n'].iloc[position]}",
                           (position, top), xytext=(0, 2), textcoords="offset points",
-                          ha="center", va="bottom", fontsize=6)  # above the error bar's cap
+                          ha="center", va="bottom", fontsize=6)  # above the interval's cap
         axis.margins(y=0.12)
         axis.set_xticks(x, ["\n".join(textwrap.fill(line, BAR_LABEL_CHARS)
                                       for line in str(name).split("\n"))
                             for name in frame[label]], fontsize=6)
         axis.set_title(title, fontsize=8)
         axis.tick_params(axis="y", labelsize=6)
-    figure.suptitle(textwrap.fill("Ablations: mean ± std over the n trials (seeds) of each "
-                                  "setting", int(sum(widths) * SUPTITLE_CHARS_PER_INCH)),
+    figure.suptitle(textwrap.fill("Ablations: mean over the n seeds of each setting with its "
+                                  "95% Student-t interval (no bar for n=1: one run, no "
+                                  "interval)", int(sum(widths) * SUPTITLE_CHARS_PER_INCH)),
                     fontsize=9)
     return figure
 

@@ -8,7 +8,8 @@ from harness.report.tables import DASH, SUPERSCRIPTS, Table
 
 FORMATS = ("md", "tex", "csv")
 _NUMBER = r"[-+]?\d*\.?\d+(?:e[-+]?\d+)?"
-_NUMERIC = re.compile(rf"^(?:\[.*\]|{_NUMBER}(?: ± {_NUMBER})?)$")  # a value, mean ± std, [CI]
+# a value, mean [CI] (a difference's with " *" when significant), a mean "(n=1...)", [CI]
+_NUMERIC = re.compile(rf"^(?:\[.*\]|{_NUMBER}(?: \[{_NUMBER}, {_NUMBER}\]( \*)?| \(n=1.*\))?)$")
 _SUPERSCRIPT = re.compile("([⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
 _PLAIN_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
 

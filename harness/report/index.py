@@ -16,17 +16,18 @@ import pandas as pd
 from harness.io import atomic_write_text
 from harness.report.figures import FigureResult
 from harness.report.sources import SweepData, cell, number
-from harness.report.tables import DASH, Table
+from harness.report.tables import DASH, Table, statistics_summary
 
 # metrics with num_samples/<metric> keys
 SAMPLE_METRICS = ("fid", "kid", "id", "disentangle", "views", "classes")
 FIGURE_WHAT = {
     "editing": "part editing with difference maps (3D-SSGAN Figs. 4, 5)",
-    "multiview": "identities across yaw, images and masks (3D-SSGAN Fig. 6)",
+    "multiview": "samples of each arm from the same latents and cameras, across yaw, images and "
+                 "masks (3D-SSGAN Fig. 6)",
     "progressive": "parts added one at a time at three views (3D-SSGAN Fig. 8)",
     "interpolation": "part-level interpolation, shape versus texture (3D-SSGAN Fig. 10)",
     "curves": "training curves per trial",
-    "bars": "ablation bar charts, mean ± std over trials",
+    "bars": "ablation bar charts, mean over seeds with its 95% interval",
 }
 
 
@@ -78,6 +79,10 @@ def write_index(folder: Path, data: SweepData, command: str, tables: list[Table]
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- trials: {len(trials)} ({summary or 'none'})",
         f"- feature extractor: {extractors}",
+        "",
+        "## Statistics",
+        "",
+        *statistics_summary(data),
         "",
         "## Files",
         "",

@@ -60,6 +60,11 @@ class SweepData:
     samples: pd.DataFrame
     history: pd.DataFrame
     report: dict[str, Any]  # the sweep file's `report:` section ({} when absent)
+    reference: str | None = None  # the variant other arms are compared with (sweep file)
+    # trials of the noise-floor sweep measured at this sweep's preset, model and budget (the
+    # `trials` frame's columns), or None; `noise_floor_source` says which sweep or why none
+    noise_floor: pd.DataFrame | None = None
+    noise_floor_source: str = ""
 
 
 def cell(row: pd.Series, key: str) -> Any:
@@ -77,7 +82,8 @@ def number(value: Any) -> float | None:
     return None if math.isnan(float(value)) else float(value)
 
 
-def normalise(name: str, source: str, trials: list[Trial], report: dict[str, Any]) -> SweepData:
+def normalise(name: str, source: str, trials: list[Trial], report: dict[str, Any],
+              reference: str | None = None) -> SweepData:
     """The one normalisation step every source goes through."""
     trials = sorted(trials, key=lambda trial: trial.trial_id)
     rows, samples, history = [], [], []
@@ -106,7 +112,7 @@ def normalise(name: str, source: str, trials: list[Trial], report: dict[str, Any
                     else pd.DataFrame(columns=[*DISENTANGLE_COLUMNS, "trial_id"]))
     history_frame = (pd.concat(history, ignore_index=True) if history
                      else pd.DataFrame(columns=["iteration", "trial_id"]))
-    return SweepData(name, source, frame, sample_frame, history_frame, report)
+    return SweepData(name, source, frame, sample_frame, history_frame, report, reference)
 
 
 # ---- local run directories (contract 2) ------------------------------------------------------
@@ -214,6 +220,17 @@ def report_section(sweep_dir: Path) -> dict[str, Any]:
     return section or {}
 
 
+def reference_variant(sweep_dir: Path) -> str | None:
+    """The variant a sweep's report compares the others with (sweep.yaml's `reference`, else
+    its first variant), or None."""
+    spec = _read_yaml(sweep_dir / "sweep.yaml")
+    if not isinstance(spec, dict):
+        return None
+    variants = (spec.get("grid") or {}).get("variants") or []
+    first = variants[0].get("name") if variants and isinstance(variants[0], dict) else None
+    return spec.get("reference") or first
+
+
 def load_local(sweep: str, runs_dir: Path) -> SweepData:
     """A sweep's trials from `runs_dir/<sweep>/<trial>/` (no network)."""
     sweep_dir = runs_dir / sweep
@@ -222,7 +239,8 @@ def load_local(sweep: str, runs_dir: Path) -> SweepData:
         raise UserError(f"{sweep_dir}: no such sweep; sweeps in {runs_dir}: "
                         f"{', '.join(known) or 'none'}")
     trials = [_local_trial(path) for path in sorted(sweep_dir.iterdir()) if _is_trial_dir(path)]
-    return normalise(sweep, f"local ({sweep_dir})", trials, report_section(sweep_dir))
+    return normalise(sweep, f"local ({sweep_dir})", trials, report_section(sweep_dir),
+                     reference_variant(sweep_dir))
 
 
 # ---- W&B (API or offline files) --------------------------------------------------------------
@@ -287,8 +305,10 @@ def _from_wandb(sweep: str, source: str, runs: list[LoggedRun], runs_dir: Path) 
             trial.run_dir = local
             trial.variant = (_read_json(local / "trial.json") or {}).get("variant")
         trials.append(trial)
-    report = report_section(runs_dir / sweep) if (runs_dir / sweep).is_dir() else {}
-    return normalise(sweep, source, trials, report)
+    local = runs_dir / sweep
+    report = report_section(local) if local.is_dir() else {}
+    return normalise(sweep, source, trials, report,
+                     reference_variant(local) if local.is_dir() else None)
 
 
 def wandb_groups(runs: list[LoggedRun]) -> list[str]:
@@ -323,9 +343,52 @@ def load_sweep(
     """
     runs_dir = Path(runs_dir)
     if source == "local":
-        return load_local(sweep, runs_dir)
-    if source not in SOURCES:
+        data = load_local(sweep, runs_dir)
+    elif source not in SOURCES:
         raise UserError(f"--source {source}: unknown; choose one of {', '.join(SOURCES)}")
-    where = "W&B API" if source == "wandb" else f"W&B offline runs in {source_path}"
-    runs = runs if runs is not None else load_runs(source, source_path, sweep)
-    return _from_wandb(sweep, where, runs, runs_dir)
+    else:
+        where = "W&B API" if source == "wandb" else f"W&B offline runs in {source_path}"
+        runs = runs if runs is not None else load_runs(source, source_path, sweep)
+        data = _from_wandb(sweep, where, runs, runs_dir)
+    attach_noise_floor(data, runs_dir)
+    return data
+
+
+NOISE_FLOOR_SWEEP = "noise_floor"  # sweeps/noise_floor.yaml: one config at several seeds
+# What must agree for a noise floor to stand for a sweep's spread: the same model at the same
+# preset, data, resolution and training budget.
+NOISE_FLOOR_MATCH = ("preset", "model.name", "model.resolution", "data.source",
+                     "train.iterations", "train.batch_size")
+
+
+def attach_noise_floor(data: SweepData, runs_dir: Path) -> None:
+    """Give `data` the done trials of runs_dir/noise_floor that match its setting (or say why
+    there are none), so its report can quote the seed-to-seed spread."""
+    if data.name == NOISE_FLOOR_SWEEP:
+        return
+    where = runs_dir / NOISE_FLOOR_SWEEP
+    if not _is_sweep_dir(where):
+        data.noise_floor_source = (f"no noise floor measured (no sweep {NOISE_FLOOR_SWEEP} in "
+                                   "the runs directory: python -m harness.sweep "
+                                   "sweeps/noise_floor.yaml)")
+        return
+    floor = load_local(NOISE_FLOOR_SWEEP, runs_dir).trials
+    floor = floor[floor["status"] == "done"]
+
+    def setting(frame: pd.DataFrame) -> set[tuple[Any, ...]]:
+        columns = [f"config.{key}" for key in NOISE_FLOOR_MATCH]
+        if frame.empty or any(column not in frame for column in columns):
+            return set()
+        return set(frame[columns].itertuples(index=False, name=None))
+
+    ours, theirs = setting(data.trials), setting(floor)
+    if len(ours) == 1 and ours == theirs:
+        data.noise_floor = floor
+        data.noise_floor_source = f"sweep {NOISE_FLOOR_SWEEP}, {len(floor)} seeds"
+    else:
+        shown = ", ".join(f"{key}={value}" for key, value in
+                          zip(NOISE_FLOOR_MATCH, sorted(theirs)[0], strict=True)) if theirs else ""
+        data.noise_floor_source = (f"no noise floor at this setting (sweep {NOISE_FLOOR_SWEEP} "
+                                   "holds "
+                                   f"{shown or 'no finished trials'}; it must match in "
+                                   f"{', '.join(NOISE_FLOOR_MATCH)})")

@@ -8,6 +8,7 @@ trial and why; published numbers stand in their own "(paper, ...)" columns.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ import pandas as pd
 
 from harness.launch.spec import ID_IGNORED
 from harness.report import references as ref
+from harness.report import statistics as st
 from harness.report.sources import SweepData, cell, number
 
 DASH = "—"
@@ -36,6 +38,20 @@ SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 # values null, harness.metrics.views), and what the group is called in a footnote.
 NOT_APPLICABLE = {"view": "view consistency"}
 FID_REF = f"FID ({ref.SSGAN3D_LABEL})"
+KID_SCALE = 100  # KID is shown x100, the scale of the published KIDs (IDE-3D's, from FENeRF)
+KID = "KID×100"
+# Metrics compared between arms, their display (name, format, scale) and goal (lower or
+# higher is better). KID decides significance: it is unbiased at any sample count, while FID
+# at a few thousand samples is biased upward by an amount that depends on the model (Chong &
+# Forsyth 2020, "Effectively Unbiased FID").
+COMPARED = {"kid": (KID, ".3f", KID_SCALE, "min"), "fid": ("FID", ".2f", 1, "min"),
+            "view/photometric_l1": ("view L1", ".4f", 1, "min"),
+            "view/mask_miou": ("mask mIoU", ".3f", 1, "max"),
+            "mask/class_tv": ("class TV", ".4f", 1, "min"),
+            "id_consistency": ("ID", ".3f", 1, "max")}
+DECIDING = "kid"
+STATISTICS_TEXT = (f"cells: mean [{st.CI_LEVEL:.0%} interval] over the n seeds of a row "
+                   f"({st.METHOD}); n=1: one run, no interval")
 
 
 @dataclass
@@ -93,24 +109,29 @@ def fmt(value: float | None, spec: str) -> str:
     return DASH if value is None or math.isnan(value) else format(value, spec)
 
 
-def fmt_mean_std(mean: float | None, std: float | None, spec: str) -> str:
-    """`mean ± std` (std over seeds when there are several), or the mean alone, or the dash."""
-    if std is None or math.isnan(std):
-        return fmt(mean, spec)
-    return f"{format(mean, spec)} ± {format(std, spec)}"
-
-
 @dataclass
 class Stat:
-    """A metric over the trials of a row: mean, std over trials, count, footnote markers."""
+    """A metric over the trials (seeds) of a row: its interval and footnote markers."""
 
-    mean: float | None
-    std: float | None
-    n: int
+    interval: st.Interval
     markers: str
 
+    @property
+    def mean(self) -> float | None:
+        return self.interval.mean
+
+    @property
+    def n(self) -> int:
+        return self.interval.n
+
+    def columns(self, name: str) -> dict[str, float | None]:
+        """Raw values for the CSV: mean, interval bounds and std over seeds."""
+        iv = self.interval
+        return {name: iv.mean, f"{name}_ci_low": iv.low, f"{name}_ci_high": iv.high,
+                f"{name}_std": iv.std}
+
     def text(self, spec: str) -> str:
-        return fmt_mean_std(self.mean, self.std, spec) + self.markers
+        return self.interval.text(spec) + self.markers
 
 
 def not_applicable(row: pd.Series, key: str) -> str | None:
@@ -137,22 +158,70 @@ def inapplicable(rows: list[tuple[pd.Series, str]], key: str, notes: Footnotes) 
                    for reason, trials in by_reason.items())
 
 
-def metric_stat(group: pd.DataFrame, key: str, notes: Footnotes) -> Stat:
-    """Mean and std (ddof 1) of `metrics.<key>` over a row's trials; a footnote per gap
-    (a metric that does not apply to a trial gets its own footnote saying why)."""
+def metric_stat(group: pd.DataFrame, key: str, notes: Footnotes, scale: float = 1.0) -> Stat:
+    """Mean and interval over a row's trials of `metrics.<key>` (times `scale`); a footnote per
+    gap (a metric that does not apply to a trial gets its own footnote saying why)."""
     values, lacking, moot = [], [], []
     for _, row in group.iterrows():
         value = number(cell(row, f"metrics.{key}"))
         if value is not None:
-            values.append(value)
+            values.append(value * scale)
         elif (reason := not_applicable(row, key)) is not None:
             moot.append((row, reason))
         else:
             lacking.append(row)
     markers = inapplicable(moot, key, notes) + gaps(lacking, key, notes)
-    mean = float(np.mean(values)) if values else None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return Stat(mean, std, len(values), markers)
+    return Stat(st.mean_interval(values), markers)
+
+
+def seed_values(group: pd.DataFrame, key: str, scale: float = 1.0) -> dict[int, float]:
+    """`metrics.<key>` (times `scale`) of a row's trials, keyed by training seed (the mean
+    where a row pools several trials of one seed)."""
+    found: dict[int, list[float]] = {}
+    for _, row in group.iterrows():
+        seed, value = number(cell(row, "config.train.seed")), number(cell(row, f"metrics.{key}"))
+        if seed is not None and value is not None:
+            found.setdefault(int(seed), []).append(value * scale)
+    return {seed: float(np.mean(values)) for seed, values in found.items()}
+
+
+def reference_row(data: SweepData, rows: list[tuple[Any, pd.DataFrame]]) -> int:
+    """Index of the row holding the sweep's reference variant (the first row if none does)."""
+    for index, (_, group) in enumerate(rows):
+        if data.reference is not None and (group["variant"] == data.reference).any():
+            return index
+    return 0
+
+
+def delta_text(group: pd.DataFrame, reference: pd.DataFrame, key: str, spec: str,
+               scale: float, is_reference: bool) -> tuple[st.Difference | None, str]:
+    """The paired difference of `key` between a row and the reference row, and its cell."""
+    if is_reference:
+        return None, "(reference)"
+    difference = st.paired_difference(seed_values(group, key, scale),
+                                      seed_values(reference, key, scale))
+    return difference, difference.text(spec)
+
+
+def comparison_notes(differences: list[st.Difference | None], reference_label: str) -> list[str]:
+    """How to read the Δ column: the paired test, significance, n=1 and power."""
+    tested = [d for d in differences if d is not None]
+    lines = [f"Δ{KID}: paired difference to the reference row ({reference_label}) over the "
+             f"seeds both have, with its {st.CI_LEVEL:.0%} interval ({st.METHOD}); * marks an "
+             f"interval that excludes zero. KID decides significance (unbiased; FID at a few "
+             f"thousand samples is biased, Chong & Forsyth 2020); every metric's differences "
+             f"are in the differences table."]
+    if tested and all(d.n < 2 for d in tested):
+        lines.append("n=1 per row: one seed per setting, so nothing was tested; a comparison "
+                     "needs several seeds per arm (e.g. seeds: [0, 1, 2] in the sweep file).")
+    detectable = [d.detectable for d in tested if d.detectable is not None]
+    if detectable:
+        lines.append(f"Power: with these seeds and the observed spread of the paired "
+                     f"differences, the smallest KID×100 difference detected with "
+                     f"{st.POWER:.0%} probability is {min(detectable):.3f} to "
+                     f"{max(detectable):.3f}; a smaller true difference may read as "
+                     "'not significant'.")
+    return lines
 
 
 def strings(group: pd.DataFrame, key: str) -> str | None:
@@ -323,8 +392,37 @@ def disentanglement(data: SweepData) -> Table:
          f"masked D_mean ({ref.DISENTANGLEMENT_LABEL})"],
         notes,
         ["(paper, ...) columns: published numbers of 3D-SSGAN Table 1 (1,000 random "
-         "portraits; the view is not stated), repeated on each view; not measured here"],
+         "portraits; the view is not stated), repeated on each view; not measured here",
+         masked_definition(trials)],
         trials)
+
+
+MASKED_AVERAGE_TEXT = {
+    "image": "the difference map with the edited region set to zero, averaged over the whole "
+             "W x H image (the paper's, Fig. 4)",
+    "outside": "the difference map averaged over the pixels outside the edited region only "
+               "(not the paper's)"}
+MASKED_REGION_TEXT = {"union": "the part's pixels in the original or the edited image",
+                      "original": "the part's pixels in the original image",
+                      "edited": "the part's pixels in the edited image"}
+
+
+def masked_definition(trials: pd.DataFrame) -> str:
+    """The footnote saying how each trial's masked D_mean was defined (metrics.json records
+    it; results written before it did were averaged outside the union of both masks)."""
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for _, row in trials.iterrows():
+        if cell(row, "metrics.disentangle_what") is None:
+            continue
+        average = str(cell(row, "metrics.d_mean_masked_average") or "outside")
+        region = str(cell(row, "metrics.d_mean_masked_region") or "union")
+        edit = str(cell(row, "metrics.disentangle_what"))
+        found.setdefault((average, region, edit), []).append(str(row["trial_id"]))
+    parts = [f"{MASKED_AVERAGE_TEXT.get(average, average)}; excluded region: "
+             f"{MASKED_REGION_TEXT.get(region, region)}; edit: {edit} (docs/part-edits.md)"
+             + (f" [trials {', '.join(ids)}]" if len(found) > 1 else "")
+             for (average, region, edit), ids in sorted(found.items())]
+    return "masked D_mean: " + (" | ".join(parts) if parts else "no trial measured it")
 
 
 # ---- comparison (3D-SSGAN Table 2) -----------------------------------------------------------
@@ -340,49 +438,90 @@ def model_design(name: str) -> tuple[str | None, bool | None]:
     return spec.disentanglement, spec.three_d_aware
 
 
+def _arm_rows(data: SweepData, rows: list[tuple[Any, pd.DataFrame]], labels: list[str],
+              notes: Footnotes, metrics: tuple[str, ...]
+              ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+    """For each row: its metrics' stats (raw and shown, with the Δ of the deciding metric to
+    the reference row), and the notes on reading the Δ column."""
+    ref_index = reference_row(data, rows) if rows else 0
+    reference = rows[ref_index][1] if rows else None
+    raw, shown, differences = [], [], []
+    for index, (_, group) in enumerate(rows):
+        raw_row: dict[str, Any] = {}
+        shown_row: dict[str, str] = {}
+        for key in metrics:
+            label, spec, scale, goal = COMPARED[key]
+            stat = metric_stat(group, key, notes, scale)
+            raw_row |= stat.columns(key.replace("/", "_") + ("_x100" if scale == 100 else ""))
+            shown_row[f"{label} {'↓' if goal == 'min' else '↑'}"] = stat.text(spec)
+        label, spec, scale, _ = COMPARED[DECIDING]
+        difference, text = delta_text(group, reference, DECIDING, spec, scale,
+                                      index == ref_index)
+        differences.append(difference)
+        raw_row |= {"delta_kid_x100": difference.mean if difference else None,
+                    "delta_kid_x100_ci_low": difference.low if difference else None,
+                    "delta_kid_x100_ci_high": difference.high if difference else None,
+                    "delta_kid_significant": difference.significant if difference else None}
+        shown_row[f"Δ{KID} vs reference"] = text
+        raw.append(raw_row)
+        shown.append(shown_row)
+    if len(rows) < 2:
+        return raw, shown, []
+    return raw, shown, comparison_notes(differences, labels[ref_index])
+
+
+def _metric_columns(metrics: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """CSV columns and shown headers of `_arm_rows`' output."""
+    raw, shown = [], []
+    for key in metrics:
+        label, _, scale, goal = COMPARED[key]
+        name = key.replace("/", "_") + ("_x100" if scale == 100 else "")
+        raw += [name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_std"]
+        shown.append(f"{label} {'↓' if goal == 'min' else '↑'}")
+    raw += ["delta_kid_x100", "delta_kid_x100_ci_low", "delta_kid_x100_ci_high",
+            "delta_kid_significant"]
+    return raw, shown + [f"Δ{KID} vs reference"]
+
+
 def comparison(data: SweepData) -> Table:
-    """3D-SSGAN Table 2: design properties of each model and its FID and KID."""
-    notes, rows, shown = Footnotes(), [], []
+    """3D-SSGAN Table 2: design properties of each model, image quality, view consistency."""
+    notes = Footnotes()
     trials = data.trials
-    for model, group in groups(trials, _model):
+    rows = groups(trials, _model)
+    metrics = ("fid", "kid", "view/photometric_l1", "view/mask_miou")
+    raw, shown, extra = _arm_rows(data, rows, [str(model) for model, _ in rows], notes, metrics)
+    data_rows, shown_rows = [], []
+    for (model, group), raw_row, shown_row in zip(rows, raw, shown, strict=True):
         strength, aware = model_design(str(model))
         unknown = "" if strength is not None else notes.mark(
             f"model {model} is not registered in the zoo (models/): its design is unknown")
-        fid, kid = metric_stat(group, "fid", notes), metric_stat(group, "kid", notes)
-        l1 = metric_stat(group, "view/photometric_l1", notes)
-        miou = metric_stat(group, "view/mask_miou", notes)
         paper = ref.COMPARISON_FID.get(str(model))
-        rows.append({"method": model, "semantic_disentanglement": strength,
-                     "three_d_aware": aware, "fid": fid.mean, "fid_std": fid.std,
-                     "kid": kid.mean, "kid_std": kid.std, "photometric_l1": l1.mean,
-                     "photometric_l1_std": l1.std, "mask_miou": miou.mean,
-                     "mask_miou_std": miou.std,
-                     "fid_extractor": strings(group, "fid_extractor"), "n": fid.n,
-                     "paper_fid": paper})
-        shown.append({
+        data_rows.append({"method": model, "semantic_disentanglement": strength,
+                          "three_d_aware": aware, **raw_row,
+                          "fid_extractor": strings(group, "fid_extractor"),
+                          "n": metric_stat(group, "fid", Footnotes()).n, "paper_fid": paper})
+        shown_rows.append({
             "Method": str(model) + pooled_marker(group, notes),
             "Semantic disentanglement": DASH + unknown if strength is None
             else strength.capitalize(),
             "3D-aware": DASH + unknown if aware is None else ("✓" if aware else "✗"),
-            "FID ↓": fid.text(".2f"), "KID ↓": kid.text(".4f"),
-            "View L1 ↓": l1.text(".4f"), "Mask mIoU ↑": miou.text(".3f"),
-            "Feature extractor": strings(group, "fid_extractor") or DASH,
-            "n": str(fid.n),
-            FID_REF: fmt(paper, "g")})
+            **shown_row, "Feature extractor": strings(group, "fid_extractor") or DASH,
+            "n": str(data_rows[-1]["n"]), FID_REF: fmt(paper, "g")})
+    raw_columns, shown_columns = _metric_columns(metrics)
     return _finish(
         "comparison",
         "Comparison (3D-SSGAN Table 2): semantic disentanglement and 3D awareness (from each "
         "model's design in the zoo), image quality (FID, KID) and measured view consistency "
-        "(photometric reprojection error and mask mIoU between views); mean ± std over n trials",
-        rows, shown,
-        ["method", "semantic_disentanglement", "three_d_aware", "fid", "fid_std", "kid",
-         "kid_std", "photometric_l1", "photometric_l1_std", "mask_miou", "mask_miou_std",
-         "fid_extractor", "n", "paper_fid"],
-        ["Method", "Semantic disentanglement", "3D-aware", "FID ↓", "KID ↓", "View L1 ↓",
-         "Mask mIoU ↑", "Feature extractor", "n", FID_REF],
+        f"(photometric reprojection error and mask mIoU between views); {STATISTICS_TEXT}",
+        data_rows, shown_rows,
+        ["method", "semantic_disentanglement", "three_d_aware", *raw_columns, "fid_extractor",
+         "n", "paper_fid"],
+        ["Method", "Semantic disentanglement", "3D-aware", *shown_columns, "Feature extractor",
+         "n", FID_REF],
         notes,
         ["(paper) column: published FIDs of 3D-SSGAN Table 2 (30K real vs 50K generated "
-         "images); comparable only with measured numbers of the same dataset and extractor"],
+         "images); comparable only with measured numbers of the same dataset and extractor",
+         *extra],
         trials)
 
 
@@ -399,8 +538,9 @@ def ablation_label(relative_depth: bool, nerf_weights: bool) -> str:
 
 
 def ablation(data: SweepData) -> Table:
-    """3D-SSGAN Table 3: FID, view and mask consistency without relative depth or NeRF weights."""
-    notes, rows, shown = Footnotes(), [], []
+    """3D-SSGAN Table 3: image quality, view and mask consistency, class frequencies, without
+    relative depth or NeRF weights, each compared with the reference arm."""
+    notes = Footnotes()
 
     def key(row: pd.Series) -> tuple[bool, bool] | None:
         depth = cell(row, "config.model.relative_depth")
@@ -408,68 +548,74 @@ def ablation(data: SweepData) -> Table:
         return None if depth is None or weights is None else (bool(depth), bool(weights))
 
     trials = data.trials
-    for (depth, weights), group in groups(trials, key, ABLATION_ORDER.index):
-        stats = {name: metric_stat(group, name, notes)
-                 for name in ("fid", "view/photometric_l1", "view/mask_miou")}
+    rows = groups(trials, key, ABLATION_ORDER.index)
+    metrics = ("fid", "kid", "view/photometric_l1", "view/mask_miou", "mask/class_tv")
+    raw, shown, extra = _arm_rows(data, rows, [ablation_label(*k) for k, _ in rows], notes,
+                                  metrics)
+    data_rows, shown_rows = [], []
+    for ((depth, weights), group), raw_row, shown_row in zip(rows, raw, shown, strict=True):
         paper = ref.ABLATION_FID.get((depth, weights))
         label = ablation_label(depth, weights)
-        rows.append({"setting": label, "relative_depth": depth, "mask_nerf_weights": weights,
-                     "fid": stats["fid"].mean, "fid_std": stats["fid"].std,
-                     "photometric_l1": stats["view/photometric_l1"].mean,
-                     "photometric_l1_std": stats["view/photometric_l1"].std,
-                     "mask_miou": stats["view/mask_miou"].mean,
-                     "mask_miou_std": stats["view/mask_miou"].std,
-                     "fid_extractor": strings(group, "fid_extractor"), "n": stats["fid"].n,
-                     "paper_fid": paper})
-        shown.append({"Setting": label + pooled_marker(group, notes),
-                      "FID ↓": stats["fid"].text(".2f"),
-                      "View L1 ↓": stats["view/photometric_l1"].text(".4f"),
-                      "Mask mIoU ↑": stats["view/mask_miou"].text(".3f"),
-                      "Feature extractor": strings(group, "fid_extractor") or DASH,
-                      "n": str(stats["fid"].n), FID_REF: fmt(paper, "g")})
+        n = metric_stat(group, "fid", Footnotes()).n
+        data_rows.append({"setting": label, "relative_depth": depth,
+                          "mask_nerf_weights": weights, **raw_row,
+                          "fid_extractor": strings(group, "fid_extractor"), "n": n,
+                          "paper_fid": paper})
+        shown_rows.append({"Setting": label + pooled_marker(group, notes), **shown_row,
+                           "Feature extractor": strings(group, "fid_extractor") or DASH,
+                           "n": str(n), FID_REF: fmt(paper, "g")})
+    raw_columns, shown_columns = _metric_columns(metrics)
     return _finish(
         "ablation",
-        "Ablation (3D-SSGAN Table 3): FID, photometric reprojection error between views and "
-        "mask mIoU across views; mean ± std over n trials",
-        rows, shown,
-        ["setting", "relative_depth", "mask_nerf_weights", "fid", "fid_std", "photometric_l1",
-         "photometric_l1_std", "mask_miou", "mask_miou_std", "fid_extractor", "n",
+        "Ablation (3D-SSGAN Table 3): FID, KID, photometric reprojection error between views, "
+        "mask mIoU across views and the class-frequency TV distance of generated masks to the "
+        f"data's; {STATISTICS_TEXT}",
+        data_rows, shown_rows,
+        ["setting", "relative_depth", "mask_nerf_weights", *raw_columns, "fid_extractor", "n",
          "paper_fid"],
-        ["Setting", "FID ↓", "View L1 ↓", "Mask mIoU ↑", "Feature extractor", "n", FID_REF],
+        ["Setting", *shown_columns, "Feature extractor", "n", FID_REF],
         notes,
-        ["(paper) column: published FIDs of 3D-SSGAN Table 3"],
+        ["(paper) column: published FIDs of 3D-SSGAN Table 3 (CelebAMask-HQ, Inception, 30K "
+         "real vs 50K generated images)", *extra],
         trials)
 
 
 # ---- lifting ablation (3D-SSGAN Sec. 4.2) ----------------------------------------------------
 
 def lifting(data: SweepData) -> Table:
-    """Lifting ablation: FID per lifting function psi (Eq. 7) and alpha, over seeds."""
-    notes, rows, shown = Footnotes(), [], []
+    """Lifting ablation: FID and KID per lifting function psi (Eq. 7) and alpha, over seeds."""
+    notes = Footnotes()
 
     def key(row: pd.Series) -> tuple[str, float] | None:
         function = cell(row, "config.model.lifting.function")
         alpha = number(cell(row, "config.model.lifting.alpha"))
         return None if function is None or alpha is None else (str(function), alpha)
 
-    trials = data.trials
     def order(k: tuple[str, float]) -> tuple[tuple[int, str], float]:
         return _rank(k[0], LIFTING_FUNCTIONS), k[1]
 
-    for (function, alpha), group in groups(trials, key, order):
-        fid = metric_stat(group, "fid", notes)
-        rows.append({"function": function, "alpha": alpha, "fid": fid.mean, "fid_std": fid.std,
-                     "fid_extractor": strings(group, "fid_extractor"), "n": fid.n})
-        shown.append({"ψ": function + pooled_marker(group, notes), "α": format(alpha, "g"),
-                      "FID ↓": fid.text(".2f"),
-                      "Feature extractor": strings(group, "fid_extractor") or DASH,
-                      "n": str(fid.n)})
+    trials = data.trials
+    rows = groups(trials, key, order)
+    metrics = ("fid", "kid")
+    raw, shown, extra = _arm_rows(data, rows, [f"{f}, alpha {a:g}" for (f, a), _ in rows],
+                                  notes, metrics)
+    data_rows, shown_rows = [], []
+    for ((function, alpha), group), raw_row, shown_row in zip(rows, raw, shown, strict=True):
+        n = metric_stat(group, "fid", Footnotes()).n
+        data_rows.append({"function": function, "alpha": alpha, **raw_row,
+                          "fid_extractor": strings(group, "fid_extractor"), "n": n})
+        shown_rows.append({"ψ": function + pooled_marker(group, notes), "α": format(alpha, "g"),
+                           **shown_row,
+                           "Feature extractor": strings(group, "fid_extractor") or DASH,
+                           "n": str(n)})
+    raw_columns, shown_columns = _metric_columns(metrics)
     return _finish(
         "lifting",
-        "Lifting ablation (3D-SSGAN Sec. 4.2): FID per lifting function psi and alpha (Eq. 7); "
-        "mean ± std over n trials",
-        rows, shown, ["function", "alpha", "fid", "fid_std", "fid_extractor", "n"],
-        ["ψ", "α", "FID ↓", "Feature extractor", "n"], notes, [ref.LIFTING_TEXT], trials)
+        "Lifting ablation (3D-SSGAN Sec. 4.2): FID and KID per lifting function psi and alpha "
+        f"(Eq. 7); {STATISTICS_TEXT}",
+        data_rows, shown_rows, ["function", "alpha", *raw_columns, "fid_extractor", "n"],
+        ["ψ", "α", *shown_columns, "Feature extractor", "n"], notes, [ref.LIFTING_TEXT, *extra],
+        trials)
 
 
 # ---- identity (IDE-3D Table 1 style) ---------------------------------------------------------
@@ -488,39 +634,212 @@ def identity(data: SweepData) -> Table:
 
     trials = data.trials
     for (model, dataset), group in groups(trials, key):
-        stats = {name: metric_stat(group, name, notes)
+        stats = {name: metric_stat(group, name, notes, KID_SCALE if name == "kid" else 1)
                  for name in ("fid", "kid", "id_consistency")}
         paper = ref.IDENTITY.get(model, {})
         rows.append({"model": model, "dataset": dataset,
-                     **{k: v for name, stat in stats.items()
-                        for k, v in ((name, stat.mean), (f"{name}_std", stat.std))},
+                     **stats["fid"].columns("fid"), **stats["kid"].columns("kid_x100"),
+                     **stats["id_consistency"].columns("id_consistency"),
                      "fid_extractor": strings(group, "fid_extractor"),
                      "id_model": strings(group, "id_model"), "n": stats["fid"].n,
-                     "paper_fid": paper.get("fid"), "paper_kid": paper.get("kid"),
+                     "paper_fid": paper.get("fid"), "paper_kid_x100": paper.get("kid"),
                      "paper_id_consistency": paper.get("id_consistency")})
         shown.append({"Model": model + pooled_marker(group, notes), "Dataset": dataset,
-                      "FID ↓": stats["fid"].text(".2f"), "KID ↓": stats["kid"].text(".4f"),
+                      "FID ↓": stats["fid"].text(".2f"), f"{KID} ↓": stats["kid"].text(".3f"),
                       "ID ↑": stats["id_consistency"].text(".3f"),
                       "Feature extractor": strings(group, "fid_extractor") or DASH,
                       "ID model": strings(group, "id_model") or DASH, "n": str(stats["fid"].n),
                       f"FID ({ref.IDE3D_LABEL})": fmt(paper.get("fid"), "g"),
-                      f"KID ({ref.IDE3D_LABEL})": fmt(paper.get("kid"), "g"),
+                      f"{KID} ({ref.IDE3D_LABEL})": fmt(paper.get("kid"), "g"),
                       f"ID ({ref.IDE3D_LABEL})": fmt(paper.get("id_consistency"), "g")})
+    stat_columns = [f"{name}{suffix}" for name in ("fid", "kid_x100", "id_consistency")
+                    for suffix in ("", "_ci_low", "_ci_high", "_std")]
     return _finish(
         "identity",
-        "Image quality and multi-view identity consistency (IDE-3D Table 1 style): FID, KID and "
-        "ID (mean cosine similarity of identity embeddings of one latent at two random poses); "
-        "mean ± std over n trials",
+        "Image quality and multi-view identity consistency (IDE-3D Table 1 style): FID, KID "
+        "and ID (mean cosine similarity of identity embeddings of one latent at two random "
+        f"poses); {STATISTICS_TEXT}",
         rows, shown,
-        ["model", "dataset", "fid", "fid_std", "kid", "kid_std", "id_consistency",
-         "id_consistency_std", "fid_extractor", "id_model", "n", "paper_fid", "paper_kid",
-         "paper_id_consistency"],
-        ["Model", "Dataset", "FID ↓", "KID ↓", "ID ↑", "Feature extractor", "ID model", "n",
-         f"FID ({ref.IDE3D_LABEL})", f"KID ({ref.IDE3D_LABEL})", f"ID ({ref.IDE3D_LABEL})"],
+        ["model", "dataset", *stat_columns, "fid_extractor", "id_model", "n", "paper_fid",
+         "paper_kid_x100", "paper_id_consistency"],
+        ["Model", "Dataset", "FID ↓", f"{KID} ↓", "ID ↑", "Feature extractor", "ID model", "n",
+         f"FID ({ref.IDE3D_LABEL})", f"{KID} ({ref.IDE3D_LABEL})", f"ID ({ref.IDE3D_LABEL})"],
         notes,
         ["(paper) columns: published numbers of IDE-3D Table 1 (CelebAHQ-Mask columns), "
-         "copied as printed"],
+         f"copied as printed; its KIDs are x100 (FENeRF's scale), as the {KID} column here"],
         trials)
+
+
+# ---- paired differences and the noise floor --------------------------------------------------
+
+def setting_of(row: pd.Series) -> tuple[tuple[str, str], ...]:
+    """The trial's config without seed and bookkeeping: equal for seed replicates."""
+    return tuple((k, repr(row[k])) for k in row.index if k.startswith("config.")
+                 and not k.removeprefix("config.").startswith(BOOKKEEPING))
+
+
+TRIAL_ID = re.compile(r"^(?P<variant>.+)-s\d+-[0-9a-f]{8}$")  # harness.launch.spec's trial ids
+
+
+def _arms(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The sweep's arms: its trials grouped by setting (seeds of one config), in trial order,
+    each named by the variant in its trial ids, else by the settings that set it apart."""
+    settings = groups(trials, setting_of, order=lambda key: list(
+        dict.fromkeys(setting_of(row) for _, row in trials.iterrows())).index(key))
+    arms = []
+    for key, group in settings:
+        variants = {m.group("variant") if (m := TRIAL_ID.match(str(t))) else None
+                    for t in group["trial_id"]}
+        name = variants.pop() if len(variants) == 1 and None not in variants else None
+        if name is None:
+            first = dict(settings[0][0])
+            apart = sorted((k for k, v in key if first.get(k) != v and v != "nan"),
+                           key=lambda k: (k != "config.model.name", k))
+            name = ", ".join(f"{k.removeprefix('config.')}={dict(key)[k].strip(chr(39))}"
+                             for k in apart[:2])
+            name = (name + (", ..." if len(apart) > 2 else "")) or "default"
+        arms.append((name, group))
+    return arms
+
+
+def differences(data: SweepData) -> Table:
+    """Every arm against the reference arm, for every measured metric: the paired difference
+    over seeds, its interval and p value, and the smallest difference the sweep could detect."""
+    arms = _arms(data.trials)
+    ref_index = reference_row(data, arms) if arms else 0
+    reference_name, reference = arms[ref_index] if arms else ("", None)
+    rows, shown = [], []
+    for name, group in arms:
+        if name == reference_name:
+            continue
+        measured = [key for key in COMPARED if seed_values(group, key)]
+        if not measured:
+            rows.append({"arm": name, "reference": reference_name, "n_pairs": 0})
+            shown.append({"Arm": name, "Metric": DASH, "n": "0",
+                          f"Δ vs {reference_name}": DASH, "p": DASH,
+                          "Detectable Δ (80% power)": DASH, "Verdict": "no results"})
+        for key in measured:
+            label, spec, scale, goal = COMPARED[key]
+            ours, theirs = seed_values(group, key, scale), seed_values(reference, key, scale)
+            d = st.paired_difference(ours, theirs)
+            better = None if not d.significant else ((d.mean < 0) == (goal == "min"))
+            rows.append({"arm": name, "reference": reference_name, "metric": key,
+                         "scale": scale, "n_pairs": d.n, "difference": d.mean,
+                         "ci_low": d.low, "ci_high": d.high, "p_value": d.p_value,
+                         "significant": d.significant, "detectable": d.detectable,
+                         "deciding": key == DECIDING})
+            verdict = ("untested (n<2)" if d.significant is None else
+                       ("better" if better else "worse") if d.significant else "undecided")
+            shown.append({"Arm": name, "Metric": label + (" (decides)" if key == DECIDING
+                                                          else ""),
+                          "n": str(d.n), "Δ vs " + reference_name: d.text(spec),
+                          "p": fmt(d.p_value, ".3f"),
+                          "Detectable Δ (80% power)": fmt(d.detectable, spec),
+                          "Verdict": verdict})
+    notes = [f"Δ: arm minus reference ({reference_name}) over the seeds both have, with its "
+             f"{st.CI_LEVEL:.0%} interval ({st.METHOD}; paired: arms that share a seed share "
+             "data order, initialisation stream and evaluation latents and cameras); * and "
+             "'better'/'worse': the interval excludes zero; 'undecided': it does not. "
+             f"{KID} decides significance (unbiased); FID at a few thousand samples is biased "
+             "(Chong & Forsyth 2020). Detectable Δ: the smallest true difference a paired t "
+             f"test at these seeds and this spread finds with {st.POWER:.0%} probability.",
+             *noise_floor_notes(data, max((len(g) for _, g in arms), default=1))]
+    return Table("differences",
+                 "Paired differences of every arm to the reference arm, per metric",
+                 pd.DataFrame(rows, columns=["arm", "reference", "metric", "scale", "n_pairs",
+                                             "difference", "ci_low", "ci_high", "p_value",
+                                             "significant", "detectable", "deciding"]),
+                 pd.DataFrame(shown, columns=["Arm", "Metric", "n", f"Δ vs {reference_name}",
+                                              "p", "Detectable Δ (80% power)", "Verdict"]),
+                 [], notes, list(data.trials["trial_id"]))
+
+
+def noise_floor_notes(data: SweepData, seeds: int) -> list[str]:
+    """What the noise floor of this sweep's setting says about its comparisons (or why none)."""
+    if data.noise_floor is None:
+        return [f"Noise floor: {data.noise_floor_source or 'none'}."]
+    lines = [f"Noise floor ({data.noise_floor_source}): seed-to-seed spread of one config at "
+             "this preset, model and budget."]
+    for key, (label, spec, scale, _) in COMPARED.items():
+        values = [v * scale for v in (number(x) for x in data.noise_floor.get(
+            f"metrics.{key}", pd.Series(dtype=float))) if v is not None]
+        floor = st.noise_floor(key, values)
+        resolvable = floor.resolvable(seeds)
+        if floor.std is not None:
+            lines.append(f"{label}: std {floor.std:{spec}} [{floor.std_low:{spec}}, "
+                         f"{floor.std_high:{spec}}] over {floor.n} seeds; differences smaller "
+                         f"than {fmt(resolvable, spec)} are not resolved at n={seeds} seeds "
+                         "per arm (two independent arms, 80% power).")
+    return lines
+
+
+CPU_PRESET_BUDGET = (
+    "cpu preset: its 560 steps give head-shaped images whose masks follow the heads, not "
+    "recognisable portraits; those need about 2,000 steps on a 2-core CPU "
+    "(train.iterations: 2000, as sweeps/reproduce_table3.yaml) or a GPU.")
+
+
+def statistics_summary(data: SweepData) -> list[str]:
+    """What the report's comparisons can and cannot say: seeds per arm, the test, the
+    reference arm, the noise floor, and the cpu preset's budget where it applies."""
+    arms = _arms(data.trials[data.trials["status"] == "done"])
+    counts = sorted({len(group) for _, group in arms})
+    seeds = "/".join(str(n) for n in counts) or "0"
+    lines = [f"- arms: {len(arms)} ({'; '.join(name for name, _ in arms) or 'none'}), "
+             f"{seeds} finished seed(s) per arm"]
+    if len(arms) > 1:
+        ref_name = arms[reference_row(data, arms)][0]
+        lines.append(f"- comparisons: every arm against `{ref_name}`, paired by seed, "
+                     f"{st.CI_LEVEL:.0%} interval ({st.METHOD}); {KID} decides significance "
+                     "(tables/differences)")
+    if counts and max(counts) < 2:
+        lines.append("- **one seed per arm: nothing was tested.** These tables show which "
+                     "trials ran, not which setting wins (a single cpu-preset run's FID moves "
+                     "by tens with the thread count alone). For a comparison run several "
+                     "seeds per arm, e.g. sweeps/reproduce_table3.yaml (3 seeds).")
+    lines += [f"- {line}" for line in noise_floor_notes(data, max(counts, default=1))]
+    presets = set(data.trials.get("config.preset", pd.Series(dtype=object)).dropna())
+    iterations = set(data.trials.get("config.train.iterations", pd.Series(dtype=float))
+                     .dropna())
+    if presets == {"cpu"} and iterations and max(iterations) < 2000:
+        lines.append(f"- {CPU_PRESET_BUDGET}")
+    return lines
+
+
+def noise_floor_table(data: SweepData) -> Table:
+    """Seed-to-seed spread of every metric in each arm, and the smallest difference between
+    two arms that n seeds each resolve at that spread."""
+    rows, shown = [], []
+    resolve_at = (3, 5, 10)
+    for name, group in _arms(data.trials):
+        for key, (label, spec, scale, _) in COMPARED.items():
+            values = list(seed_values(group, key, scale).values())
+            if not values:
+                continue
+            floor = st.noise_floor(key, values)
+            resolvable = {n: floor.resolvable(n) for n in resolve_at}
+            rows.append({"arm": name, "metric": key, "scale": scale, "n": floor.n,
+                         "mean": floor.mean, "std": floor.std, "std_ci_low": floor.std_low,
+                         "std_ci_high": floor.std_high,
+                         **{f"resolvable_n{n}": v for n, v in resolvable.items()}})
+            shown.append({"Arm": name, "Metric": label, "n": str(floor.n),
+                          "Mean": fmt(floor.mean, spec),
+                          "Std [95% CI]": DASH if floor.std is None else
+                          f"{floor.std:{spec}} [{floor.std_low:{spec}}, {floor.std_high:{spec}}]",
+                          **{f"Resolvable Δ, n={n}": fmt(v, spec)
+                             for n, v in resolvable.items()}})
+    return Table(
+        "noise_floor",
+        "Noise floor: seed-to-seed spread of every metric (std over seeds with its 95% "
+        "chi-square interval) and the smallest difference two arms of n seeds each resolve",
+        pd.DataFrame(rows, columns=["arm", "metric", "scale", "n", "mean", "std", "std_ci_low",
+                                    "std_ci_high", *(f"resolvable_n{n}" for n in resolve_at)]),
+        pd.DataFrame(shown, columns=["Arm", "Metric", "n", "Mean", "Std [95% CI]",
+                                     *(f"Resolvable Δ, n={n}" for n in resolve_at)]),
+        [], [f"Resolvable Δ: the smallest true difference between two arms of n seeds each "
+             f"that a two-sided t test at {st.CI_LEVEL:.0%} finds with {st.POWER:.0%} "
+             f"probability, if every arm has this spread. {KID} is KID x100."],
+        list(data.trials["trial_id"]))
 
 
 TABLES: dict[str, Callable[[SweepData], Table]] = {
@@ -529,4 +848,6 @@ TABLES: dict[str, Callable[[SweepData], Table]] = {
     "ablation": ablation,
     "lifting": lifting,
     "identity": identity,
+    "differences": differences,
+    "noise_floor": noise_floor_table,
 }
