@@ -152,8 +152,11 @@ HARNESS_PRESETS: dict[str, dict[str, Any]] = {
         # R1 weights shrink with the image area (StyleGAN2-ADA: gamma ~ R^2): SSGAN's 10 and
         # 1000 at 512 px become 0.04 and 3.9 at 32 px; 0.1 and 10 measured better than 10 and
         # 1000, which kept the generator at noise for the first 600 iterations.
-        # Batch 4 (the paper's) for 560 steps: 3 minutes here, and more updates than batch 8
-        # (2.0 it/s against 3.4 it/s at batch 4).
+        # Batch 4 (the paper's) for 560 steps: about 3 minutes on a 2-core CPU, and more
+        # updates than batch 8 (2.0 it/s against 3.4 it/s at batch 4). What 560 steps buy:
+        # head-shaped images whose masks follow the heads; recognisable portraits need about
+        # 2,000 steps here (train.iterations: 2000, ~10-15 minutes) or a GPU, so the sweeps
+        # that compare settings (sweeps/reproduce_*.yaml) train 2,000 steps.
         "train": {"iterations": 560, "batch_size": 4, "checkpoint_every": 280, "log_every": 20,
                   "sample_every": 140, "ema_kimg": 0.25, "r1_gamma_image": 0.1,
                   "r1_gamma_mask": 10.0},
