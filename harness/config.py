@@ -55,7 +55,8 @@ class TrainConfig(Schema):
 
     # Keys added since runs were saved, with the value those runs were trained with
     # (models.config.ModelConfig.ADDED_KEYS; `with_added_keys`).
-    ADDED_KEYS: ClassVar[dict[str, Any]] = {"style_mixing": 0.0, "path_length_weight": 0.0}
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {"style_mixing": 0.0, "path_length_weight": 0.0,
+                                            "keep_snapshots": 0}
 
     iterations: int = Field(150_000, ge=1)  # generator steps in total
     batch_size: int = Field(4, ge=1)  # images per step over all ranks (paper: 4)
@@ -72,6 +73,9 @@ class TrainConfig(Schema):
     path_length_batch_shrink: int = Field(2, ge=1)  # its batch is batch_size / this
     ema_kimg: float = Field(10.0, gt=0)  # half-life of the generator EMA, thousands of images
     checkpoint_every: int = Field(5000, ge=1)  # iterations between full checkpoints
+    # network snapshots kept, counted from the newest (files; one with an empty file
+    # network-snapshot-*.pt.keep beside it is never pruned); 0 = keep all
+    keep_snapshots: int = Field(10, ge=0)
     log_every: int = Field(100, ge=1)  # iterations between metrics.jsonl lines
     sample_every: int = Field(5000, ge=1)  # iterations between sample grids
     seed: int = 0  # training seed (latents, cameras, init, data order)
@@ -211,12 +215,17 @@ def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from `path`; a UserError for a missing, unreadable or non-mapping file."""
+    """A YAML mapping from `path`; a UserError for a missing, non-UTF-8, unreadable or
+    non-mapping file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        bad = error.object[error.start]
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is {bad:#04x}); save the "
+                        "file as UTF-8, or restore it if it was damaged") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

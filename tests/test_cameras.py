@@ -44,7 +44,8 @@ def test_training_with_dataset_cameras_renders_only_data_poses(
 
     monkeypatch.setattr(cameras, "dataset_camera_sampler", recording)
     training_loop(config, tmp_path / "run", progress=False)
-    assert len(seen) == 4  # a D step and a G step per iteration
+    # a D step and a G step per iteration, and the lazy path-length step at iteration 0
+    assert len(seen) == 2 * 2 + 1
     poses = _data_poses(config)
     assert all(_is_data_pose(batch, poses).all() for batch in seen)
 

@@ -196,6 +196,14 @@ def test_run_dir_without_snapshots(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_snapshot_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "run" / "checkpoints" / "network-snapshot-00000099.pt"
+    missing.parent.mkdir(parents=True)
+    code, _, err = _cli([str(tmp_path / "run"), "--snapshot", str(missing)], capsys)
+    assert code == 2
+    assert _one_error_line(err).startswith(f"error: {missing}: snapshot file not found")
+
+
 def test_missing_weights_are_one_line_errors(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -56,8 +56,10 @@ def test_trial_ids_are_stable_and_follow_what_the_trial_computes(tmp_path: Path)
     path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS})
     ids = [t.trial_id for t in expand(load_sweep(path))]
     assert ids == [t.trial_id for t in expand(load_sweep(path))]  # stable
-    # where data are cached or logged does not change a trial; its settings do
-    cached = load_sweep(path, sets=[f"data.cache_dir={tmp_path}", "tracking.wandb=true"])
+    # where data are cached or logged, or how many snapshots are kept, does not change a
+    # trial; its settings do
+    cached = load_sweep(path, sets=[f"data.cache_dir={tmp_path}", "tracking.wandb=true",
+                                    "train.keep_snapshots=0"])
     assert [t.trial_id for t in expand(cached)] == ids
     longer = load_sweep(path, sets=["train.iterations=99"])
     assert not set(ids) & {t.trial_id for t in expand(longer)}
@@ -121,6 +123,8 @@ def test_every_shipped_sweep_loads_and_asks_only_for_metrics_the_suite_has() -> 
     ({"report": {"tables": ["nonsense"]}}, "report.tables.0 = 'nonsense' is invalid"),
     ({"grid": {"variants": VARIANTS}, "reference": "a3"},
      "reference 'a3' is not a variant of grid: choose one of a1, a2"),
+    ({"grid": {}}, "grid: no variants and no config keys to vary"),
+    ({"grid": {"variants": []}}, "grid: no variants and no config keys to vary"),
 ])
 def test_a_mistake_in_a_sweep_file_is_one_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict, expected: str
@@ -130,6 +134,18 @@ def test_a_mistake_in_a_sweep_file_is_one_line_and_exit_code_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {path}")
     assert expected in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_file_that_is_not_utf8_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "utf16.yaml"
+    path.write_text("name: demo\npreset: smoke\n", encoding="utf-16")
+    assert sweep_cli(str(path), "--runs-dir", str(tmp_path / "runs")) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: not UTF-8 text (byte 0 is 0xff); save the file as UTF-8, " \
+        "or restore it if it was damaged\n"
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,4 +1,5 @@
-"""The shared training loop: run directory, resume determinism, NaN stop, DDP, CLI errors."""
+"""The shared training loop: run directory, resume determinism, NaN stop, DDP, CLI errors,
+checkpoint files (pruning, interrupted writes), one trainer per run directory."""
 
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from harness.cli import run_main
 from harness.config import config_to_dict, load_config
+from harness.data.loading import prepared_dataset_dir
 from harness.errors import UserError
+from harness.train import build_parser, main
 from harness.training import step
-from harness.training.checkpoint import latest_training_state, load_checkpoint
+from harness.training.checkpoint import (
+    checkpoint_dir,
+    latest_snapshot,
+    latest_training_state,
+    load_checkpoint,
+    load_generator,
+    save_checkpoint,
+)
 from harness.training.distributed import free_port
+from harness.training.lock import hold_run_dir
 from harness.training.loop import TrainingDiverged, TrainResult, training_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,6 +161,125 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args, expected) ->
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def _train_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`python -m harness.train ARGV` in this process: (exit code, stderr)."""
+    code = run_main(main, build_parser(), ["--quiet", "--no-progress", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  iterations: 3  # \u00e9t\u00e9\n".encode("latin-1"))
+    code, err = _train_cli([str(path), "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert err == f"error: {path}: not UTF-8 text (byte 26 is 0xe9); save the file as UTF-8, " \
+        "or restore it if it was damaged\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_config_yaml_of_a_run_directory_is_one_line_and_kept(
+    tmp_path: Path, smoke_overrides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = b"preset: smoke\n\xff\xfe\x00garbage"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_bytes(damaged)
+    sets = [arg for value in smoke_overrides for arg in ("--set", value)]
+    code, err = _train_cli(["--run-dir", str(tmp_path / "run"), "--preset", "smoke", *sets],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {tmp_path / 'run' / 'config.yaml'}: not UTF-8 text")
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == damaged
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_second_trainer_of_a_run_directory_is_refused_and_writes_nothing(
+    tmp_path: Path, smoke_overrides
+) -> None:
+    run = tmp_path / "run"
+    sets = [arg for value in smoke_overrides for arg in ("--set", value)]
+    with hold_run_dir(run):  # this process trains there
+        result = subprocess.run(
+            [sys.executable, "-m", "harness.train", "--run-dir", str(run), "--preset", "smoke",
+             "--quiet", *sets], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"process {os.getpid()} on " in lines[0] and "is training this run" in lines[0]
+    assert [path.name for path in run.iterdir()] == [".train.lock"]
+    # the lock is gone with its holder: the same command trains now
+    training_loop(load_config(None, "smoke", [*smoke_overrides, "train.iterations=2"]), run,
+                  progress=False)
+
+
+def test_a_wrong_data_path_leaves_the_run_directory_untouched(
+    tmp_path: Path, smoke_overrides
+) -> None:
+    synthetic = load_config(None, "smoke", smoke_overrides)
+    prepared = prepared_dataset_dir(synthetic.data, synthetic.model.resolution)
+    real = [*smoke_overrides, "data.source=celebamask-hq", "train.iterations=2"]
+    typo = load_config(None, "smoke", [*real, f"data.path={prepared}-typo"])
+    with pytest.raises(UserError, match="folder not found"):
+        training_loop(typo, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    fixed = load_config(None, "smoke", [*real, f"data.path={prepared}"])
+    assert training_loop(fixed, tmp_path / "run", progress=False).iteration == 2
+
+
+def test_training_removes_the_temporary_files_of_interrupted_checkpoint_writes(
+    tmp_path: Path, smoke_overrides
+) -> None:
+    folder = checkpoint_dir(tmp_path / "run")
+    killed = ("import os; from harness.io import atomic_write; "
+              f"atomic_write({str(folder / 'training-state-00000002.pt')!r}, "
+              "lambda file: os._exit(0))")  # a writer killed before its rename
+    subprocess.run([sys.executable, "-c", killed], check=True, cwd=ROOT, timeout=600)
+    (folder / ".network-snapshot-00000002.pt.k3x_9qzp.tmp").touch()  # mkstemp's, earlier
+    others = [".other.pt.0123456789abcdef.tmp", "notes.tmp", ".config.yaml.0123456789abcdef.tmp"]
+    for name in others:
+        (folder / name).touch()
+    assert len(list(folder.glob(".training-state-00000002.pt.*.tmp"))) == 1
+    config = load_config(None, "smoke", [*smoke_overrides, "train.iterations=2",
+                                         "train.checkpoint_every=2"])
+    training_loop(config, tmp_path / "run", progress=False)
+    assert sorted(path.name for path in folder.iterdir()) == sorted([
+        *others, "network-snapshot-00000002.pt", "training-state-00000002.pt"])
+
+
+def _iterations(run: Path, kind: str) -> list[int]:
+    """The iterations of a run's `kind` checkpoints (network-snapshot, training-state)."""
+    return sorted(int(path.name[-11:-3]) for path in checkpoint_dir(run).glob(f"{kind}-*.pt"))
+
+
+def test_only_the_newest_snapshots_and_those_marked_to_keep_are_kept(tmp_path: Path) -> None:
+    for keep, run in ((2, tmp_path / "pruned"), (0, tmp_path / "all")):
+        for iteration in range(1, 6):
+            save_checkpoint(run, iteration, {"iteration": iteration}, {"iteration": iteration},
+                            keep_snapshots=keep)
+            if iteration == 2:
+                (checkpoint_dir(run) / "network-snapshot-00000002.pt.keep").touch()
+    assert _iterations(tmp_path / "pruned", "network-snapshot") == [2, 4, 5]
+    assert _iterations(tmp_path / "all", "network-snapshot") == [1, 2, 3, 4, 5]
+    assert _iterations(tmp_path / "pruned", "training-state") == [4, 5]
+    assert latest_snapshot(tmp_path / "pruned").name == "network-snapshot-00000005.pt"
+
+
+def test_a_resumed_run_may_keep_fewer_snapshots_and_evaluates_its_newest(
+    tmp_path: Path, smoke_overrides
+) -> None:
+    every = [*smoke_overrides, "train.checkpoint_every=1"]
+    training_loop(load_config(None, "smoke", [*every, "train.iterations=3",
+                                              "train.keep_snapshots=0"]),
+                  tmp_path / "run", progress=False)
+    assert _iterations(tmp_path / "run", "network-snapshot") == [1, 2, 3]
+    training_loop(load_config(None, "smoke", [*every, "train.iterations=5",
+                                              "train.keep_snapshots=2"]),
+                  tmp_path / "run", progress=False)
+    assert _iterations(tmp_path / "run", "network-snapshot") == [4, 5]
+    assert load_generator(tmp_path / "run").iteration == 5
 
 
 def test_path_length_step_trains_g_and_keeps_its_running_mean(smoke_overrides) -> None:

@@ -44,7 +44,8 @@ REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identi
                  "differences", "noise_floor")
 REPORT_FIGURES = ("editing", "multiview", "progressive", "interpolation", "curves", "bars")
 # Settings that do not change what a trial computes, so not part of its id.
-ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "tracking.")
+ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
+              "tracking.")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_CHOICES = "synthetic or celebamask-hq=PATH"
 
@@ -91,6 +92,10 @@ class Grid(Schema):
 
     @model_validator(mode="after")
     def _non_empty(self) -> Grid:
+        if not self.variants and not self.axes:
+            raise ValueError("no variants and no config keys to vary; add variants: or dotted "
+                             "keys with values (train.lr: [0.001, 0.002]), or remove grid: for "
+                             "one trial per seed")
         names = [variant.name for variant in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")
@@ -431,17 +436,17 @@ def expand(sweep: Sweep) -> list[Trial]:
     spec = sweep.spec
     if spec.search is not None:
         return []
-    grid = spec.grid or Grid()
+    grid_variants, axes = (spec.grid.variants, spec.grid.axes) if spec.grid else ([], {})
     variants: list[tuple[str, dict[str, Any], str]] = [
         (variant.name,
          {**({"model.name": variant.model} if variant.model else {}), **variant.set},
          f"variant {variant.name}")
-        for variant in grid.variants
-    ] or [("", {}, "grid" if grid.axes else "overrides")]
-    keys = list(grid.axes)
+        for variant in grid_variants
+    ] or [("", {}, "grid" if axes else "overrides")]
+    keys = list(axes)
     trials: list[Trial] = []
     for (name, values, origin), point, seed in itertools.product(
-        variants, itertools.product(*(grid.axes[key] for key in keys)), spec.seeds
+        variants, itertools.product(*(axes[key] for key in keys)), spec.seeds
     ):
         axis_values = dict(zip(keys, point, strict=True))
         parts = [name] if name else []

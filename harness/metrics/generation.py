@@ -4,7 +4,8 @@ Every metric draws its latents and its cameras from two separate CPU random stre
 from (seed, metric name), so a metric's numbers do not depend on which other metrics ran before
 it, nor on the batch size: torch's CPU normal sampler transforms its uniforms in blocks of 16,
 so cameras (2 numbers each) are drawn for all samples at once, while latents are drawn per
-batch (n * slots * z_dim numbers, a multiple of 16 whenever z_dim is, as in every preset).
+batch (n * z_dim numbers, or n * slots * z_dim with per-slot sampling: a multiple of 16
+whenever z_dim is, as in every preset). Evaluation draws latents without style mixing.
 """
 
 from __future__ import annotations

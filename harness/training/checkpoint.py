@@ -4,7 +4,9 @@
     RUN_DIR/checkpoints/network-snapshot-{iteration:08d}.pt G_ema + resolved config
 
 Both are written atomically and read with `torch.load(weights_only=True)`, so loading a file
-cannot execute code. Only the newest `KEEP_TRAINING_STATES` training states are kept.
+cannot execute code. Only the newest `KEEP_TRAINING_STATES` training states are kept, and the
+newest `train.keep_snapshots` network snapshots plus those marked by an empty file beside them,
+`network-snapshot-{iteration:08d}.pt.keep`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Any
 import torch
 
 from harness.errors import UserError
-from harness.io import atomic_torch_save
+from harness.io import atomic_torch_save, remove_temp_files
 
 KEEP_TRAINING_STATES = 2
 _STATE = re.compile(r"training-state-(\d{8})\.pt$")
 _SNAPSHOT = re.compile(r"network-snapshot-(\d{8})\.pt$")
+KEEP_MARKER = ".keep"  # network-snapshot-*.pt.keep: never pruned
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -67,16 +70,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any],
-                    snapshot: dict[str, Any]) -> Path:
-    """Write the training state and the network snapshot of `iteration`; prune old states."""
+                    snapshot: dict[str, Any], keep_snapshots: int) -> Path:
+    """Write the training state and the network snapshot of `iteration`; prune old states and
+    all but the newest `keep_snapshots` snapshots (0: keep all) not marked to keep."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(folder / f"network-snapshot-{iteration:08d}.pt", snapshot)
+    if keep_snapshots:
+        for _, old in _numbered(folder, _SNAPSHOT)[:-keep_snapshots]:
+            if not old.with_name(old.name + KEEP_MARKER).exists():
+                old.unlink()
     path = folder / f"training-state-{iteration:08d}.pt"
     atomic_torch_save(path, state)
     for _, old in _numbered(folder, _STATE)[:-KEEP_TRAINING_STATES]:
         old.unlink()
     return path
+
+
+def remove_interrupted_writes(run_dir: Path) -> None:
+    """Delete the temporary files of checkpoint writes that never finished (a killed run)."""
+    for names in (_STATE, _SNAPSHOT):
+        remove_temp_files(checkpoint_dir(run_dir), names)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -107,14 +121,18 @@ def load_generator(
 ) -> LoadedGenerator:
     """Build the run's model from its snapshot (default: the newest) and load G_ema.
 
-    A UserError names a run directory without snapshots or an unreadable snapshot.
+    A UserError names a missing `snapshot` file, a run directory without snapshots or an
+    unreadable snapshot.
     """
     from harness.config import resolve_config, with_added_keys
     from models.registry import get_model
 
     run_dir = Path(run_dir)
+    if snapshot is not None and not Path(snapshot).is_file():
+        raise UserError(f"{snapshot}: snapshot file not found; give an existing "
+                        "network-snapshot-*.pt, or leave out --snapshot for the run's newest")
     path = Path(snapshot) if snapshot is not None else latest_snapshot(run_dir)
-    if path is None or not path.is_file():
+    if path is None:
         raise UserError(
             f"{run_dir}: no network snapshot in {checkpoint_dir(run_dir)}; train the run first "
             "(python -m harness.train --run-dir RUN_DIR) or pass a snapshot path"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from harness.training.distributed import (
     broadcast_module,
     init_distributed,
 )
+from harness.training.lock import hold_run_dir
 from harness.training.samples import save_sample_grid
 from harness.training.step import build_gan, gan_step
 
@@ -53,9 +55,9 @@ STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 FAILURE_FILE = "failure.json"
 # Config keys a resumed run may change: training longer, logging elsewhere, evaluation.
-RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.log_every",
-                     "train.sample_every", "train.device", "train.threads", "tracking.",
-                     "evaluate.")
+RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.keep_snapshots",
+                     "train.log_every", "train.sample_every", "train.device", "train.threads",
+                     "tracking.", "evaluate.")
 
 
 @dataclass
@@ -145,7 +147,8 @@ def training_loop(
     """Train `config` in `run_dir`, resuming from its latest checkpoint.
 
     Raises `TrainingDiverged` after writing RUN_DIR/failure.json if a loss becomes non-finite
-    (the last good checkpoint is kept).
+    (the last good checkpoint is kept), and a UserError, writing nothing, if the data cannot
+    be opened or another process trains in `run_dir`.
     """
     run_dir = Path(run_dir)
     train = config.train
@@ -159,17 +162,24 @@ def training_loop(
             f"train.batch_size = {train.batch_size} is not divisible by the {info.world_size} "
             "processes of this job; change one of them"
         )
-    local_batch = train.batch_size // info.world_size
-
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_dir_config(run_dir, config)
-        atomic_write_yaml(run_dir / CONFIG_FILE, config_to_dict(config))
-    _barrier(info)
     dataset = open_dataset(config.data, config.model.resolution) if info.is_main else None
     _barrier(info)
     if dataset is None:
         dataset = open_dataset(config.data, config.model.resolution)
+    with hold_run_dir(run_dir) if info.is_main else nullcontext():
+        return _train(config, run_dir, dataset, device, info, progress)
+
+
+def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: torch.device,
+           info: DistInfo, progress: bool) -> TrainResult:
+    """`training_loop` once the data is open and rank 0 holds the run directory."""
+    train = config.train
+    local_batch = train.batch_size // info.world_size
+    if info.is_main:
+        _check_run_dir_config(run_dir, config)
+        atomic_write_yaml(run_dir / CONFIG_FILE, config_to_dict(config))
+        ckpt.remove_interrupted_writes(run_dir)
+    _barrier(info)
 
     fake_cameras = camera_sampler(train.fake_cameras, config)
     gan = build_gan(config, device)
@@ -218,6 +228,7 @@ def training_loop(
                    "path_length_mean": gan.path_length_mean.cpu()},
             snapshot={"iteration": iteration, "generator_ema": generator_ema.state_dict(),
                       "config": resolved},
+            keep_snapshots=train.keep_snapshots,
         )
 
     def fail(iteration: int, losses: dict[str, torch.Tensor]) -> None:
