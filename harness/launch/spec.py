@@ -41,7 +41,7 @@ from models.config import Schema
 METRIC_GROUPS = ("fid", "kid", "id", "disentangle", "views", "classes")
 # Report tables and figures a sweep may ask for (contract 3).
 REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identity",
-                 "differences", "noise_floor")
+                 "differences", "claims", "noise_floor")
 REPORT_FIGURES = ("editing", "multiview", "progressive", "interpolation", "curves", "bars")
 # Settings that do not change what a trial computes, so not part of its id.
 ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
