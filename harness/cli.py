@@ -31,15 +31,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _add_shared_flags(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show full tracebacks for errors (for bug reports)")
+    parser.add_argument("--quiet", action="store_true", default=default,
+                        help="only print warnings and errors")
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the flags every entry point shares (`--debug`, `--quiet`)."""
     parser = _Parser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for errors (for bug reports)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="only print warnings and errors")
+    _add_shared_flags(parser)
+    return parser
+
+
+def add_subcommand(
+    commands: argparse._SubParsersAction, name: str, summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand of a `make_parser` parser; the shared flags work after its name too."""
+    parser = commands.add_parser(name, help=summary)
+    _add_shared_flags(parser, default=argparse.SUPPRESS)  # absent: the main parser's value
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from harness.data.prepared import PreparedDataset, PreparedWriter
 from harness.errors import UserError
 from models.camera import camera_position, intrinsics, look_at_origin
 
+ROOT = Path(__file__).resolve().parents[1]
 RES = 64  # output resolution of most tests; mask rectangles are given on this grid
 
 # Written out from DESIGN.md's table, independently of harness.data.classes:
@@ -242,7 +245,8 @@ def test_frontal_cameras_without_pose_file(tmp_path: Path) -> None:
 
 
 def test_resume_after_interruption(
-    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     reference = prepare_celebamask(raw, tmp_path / "reference", RES, val_start=VAL_START)
     monkeypatch.setattr(celebamask, "BLOCK_SIZE", 2)
@@ -253,9 +257,12 @@ def test_resume_after_interruption(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(PreparedWriter, "write", write_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
         prepare_celebamask(raw, tmp_path / "out", RES, val_start=VAL_START)
     assert not (tmp_path / "out").exists()
+    partial = tmp_path / "out.staged.partial"
+    assert partial.is_dir()  # kept, and the warning says what it is for
+    assert f"kept for resuming: {partial} (run the same command again" in caplog.text
     monkeypatch.setattr(PreparedWriter, "write", write)
 
     loaded = []
@@ -307,7 +314,7 @@ def test_bad_files_error_then_skip(
     with pytest.raises(UserError, match="--skip-bad") as error:
         prepare_celebamask(raw, out, RES, val_start=VAL_START)
     assert str(corrupt_mask) in str(error.value) and "cannot be decoded" in str(error.value)
-    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no staging left behind
 
     with caplog.at_level(logging.WARNING):
         meta = prepare_celebamask(raw, out, RES, val_start=VAL_START, skip_bad=True)
@@ -323,6 +330,31 @@ def test_bad_files_error_then_skip(
     for position, index in enumerate(kept):
         np.testing.assert_array_equal(dataset[position]["mask"].numpy(), expected_labels(index))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+
+def _data_cli(*argv: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.data", *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_image_is_one_line_and_quiet_works_anywhere(raw: Path, tmp_path: Path) -> None:
+    """A corrupt image: exit code 2 and nothing written; `--quiet` after the subcommand leaves
+    only the error line (no log line, no progress bar), which are there without it."""
+    (raw / "CelebA-HQ-img" / "2.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    args = ("celebamask-hq", "--raw", raw, "--out", out, "--resolution", RES)
+    loud = _data_cli(*args, "--val-start", VAL_START)
+    assert loud.returncode == 2 and "preparing 6 CelebAMask-HQ images" in loud.stderr
+    assert "img/s]" in loud.stderr  # the progress bar
+    quiet = _data_cli(*args, "--quiet", "--val-start", VAL_START)
+    assert quiet.returncode == 2 and quiet.stdout == ""
+    [line] = quiet.stderr.splitlines()
+    assert line.startswith(f"error: {raw / 'CelebA-HQ-img' / '2.jpg'} cannot be decoded")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    skipped = _data_cli(*args, "--skip-bad", "--quiet")
+    assert skipped.returncode == 0 and skipped.stderr.splitlines() == [
+        f"left out 1 bad sample(s); they are listed in {out / 'skipped.txt'}"]
+    assert skipped.stdout.startswith(f"{out}: 5 samples at {RES}px")
 
 
 def test_bad_pose_file(raw: Path, tmp_path: Path) -> None:

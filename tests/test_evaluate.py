@@ -223,6 +223,10 @@ def test_missing_weights_are_one_line_errors(
     code, _, err = _cli([str(real), "--metrics", "kid", "--inception-weights",
                          str(tmp_path / "nope.pth")], capsys)
     assert code == 2 and str(tmp_path / "nope.pth") in _one_error_line(err)
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    code, _, err = _cli([str(real), "--metrics", "fid", "--inception-weights",
+                         str(tmp_path / "notes.txt")], capsys)
+    assert code == 2 and "notes.txt: not Inception weights" in _one_error_line(err)
     code, _, err = _cli([str(real), "--metrics", "id"], capsys)
     assert code == 2 and "--arcface-onnx" in _one_error_line(err)
     code, _, err = _cli([str(run_dir), "--metrics", "id", "--arcface-onnx",

@@ -135,7 +135,7 @@ def test_extractor_choice_and_missing_inception_weights(
     with pytest.raises(UserError, match="--inception-weights"):
         choose_extractor(real, tmp_path / "missing.pth")
     weights = tmp_path / INCEPTION_FILE
-    weights.write_bytes(b"")
+    torch.save(_random_inception_state(), weights)
     assert choose_extractor(real, weights) == (INCEPTION, weights)
     forced = load_config(None, "smoke", ["evaluate.fid_extractor=inception-v3-compat"])
     with pytest.raises(UserError, match="cannot download"):
@@ -154,6 +154,47 @@ def _random_inception_state() -> dict[str, torch.Tensor]:
         patch.setattr(module, "load_state_dict_from_url", lambda *a, **k: {})
         net = Unloaded(INCEPTION, ["2048"])
     return {key: value.clone() for key, value in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("content", ["text", "empty", "other tensors", "a tensor", "fewer keys"])
+def test_a_file_that_is_not_inception_weights_is_one_line_error(
+    tmp_path: Path, content: str,
+) -> None:
+    """Any file inception-v3-compat cannot load is refused when the extractor is chosen,
+    naming the file and the expected one."""
+    weights = tmp_path / "weights.pth"
+    if content == "text":
+        weights.write_text("not weights\n")
+    elif content == "empty":
+        weights.write_bytes(b"")
+    elif content == "other tensors":
+        torch.save(torch.nn.Linear(2, 3).state_dict(), weights)
+    elif content == "a tensor":
+        torch.save(torch.zeros(3), weights)
+    else:
+        state = _random_inception_state()
+        torch.save(dict(list(state.items())[:-1]), weights)
+    real = load_config(None, "smoke", ["data.source=celebamask-hq", "data.path=/nowhere"])
+    with pytest.raises(UserError) as error:
+        choose_extractor(real, weights)
+    message = str(error.value)
+    assert message.startswith(f"{weights}: not Inception weights") and "\n" not in message
+    assert INCEPTION_FILE in message and "--inception-weights" in message
+
+
+def test_unused_inception_weights_are_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On synthetic data the automatic extractor is synthface: the flag is reported, not used."""
+    weights = tmp_path / "anything.pth"
+    with caplog.at_level("WARNING", logger=fid.__name__):
+        assert choose_extractor(load_config(None, "smoke"), weights) == (SYNTHFACE, None)
+    [record] = caplog.records
+    assert str(weights) in record.getMessage() and "not used" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=fid.__name__):
+        choose_extractor(load_config(None, "smoke"), None)
+    assert not caplog.records
 
 
 def test_inception_extractor_loads_given_weights_without_network(

@@ -310,6 +310,16 @@ def test_bad_profile_key_names_the_file(tmp_path: Path) -> None:
         assert load_profile(name)["nodes"] == 1
 
 
+def test_non_utf8_profile_is_one_line_error(tmp_path: Path) -> None:
+    from harness.launch.slurm import load_profile
+
+    profile = tmp_path / "site.yaml"
+    profile.write_bytes("slurm_partition: gpu  # für alle\n".encode("latin-1"))
+    with pytest.raises(UserError) as error:
+        load_profile(str(profile))
+    assert str(error.value).startswith(f"{profile}: not UTF-8 text (byte 25 is 0xfc)")
+
+
 def test_local_sweep_end_to_end_with_offline_wandb(
     tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

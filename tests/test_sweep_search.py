@@ -135,6 +135,17 @@ def test_search_settings_of_a_directory_are_kept(tmp_path: Path, capsys) -> None
     assert "holds a search with another preset" in capsys.readouterr().err
 
 
+def test_non_utf8_settings_of_a_directory_are_one_line_error(tmp_path: Path, capsys) -> None:
+    path = write_sweep(tmp_path / "s.yaml", search=GRID)
+    kept = tmp_path / "runs" / load_sweep(path).name / "sweep.yaml"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"name: \xff\n")
+    assert sweep_cli(str(path), "--runs-dir", str(tmp_path / "runs")) == 2
+    assert capsys.readouterr().err == f"error: {kept}: not UTF-8 text (byte 6 is 0xff); save " \
+        "the file as UTF-8, or restore it if it was damaged\n"
+    assert kept.read_bytes() == b"name: \xff\n"  # left as it was
+
+
 def test_storage_can_be_an_rdb_url(tmp_path: Path) -> None:
     path = write_sweep(tmp_path / "s.yaml", search={**GRID, "space": {
         "model.lifting.alpha": {"type": "categorical", "choices": [1.0, 2.0]}}})

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import make_parser, run_main
+from harness.cli import add_subcommand, make_parser, run_main
 from harness.errors import UserError
 
 
@@ -14,15 +14,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of `python -m harness.data`."""
     parser = make_parser("python -m harness.data", __doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    synthetic = commands.add_parser(
-        "synthetic", help="render the embedded synthetic 3D portraits into a prepared dataset")
+    synthetic = add_subcommand(
+        commands, "synthetic", "render the embedded synthetic 3D portraits into a prepared dataset")
     synthetic.add_argument("--out", required=True, help="output folder (published atomically)")
     synthetic.add_argument("--identities", type=int, default=2500, help="number of identities")
     synthetic.add_argument("--views", type=int, default=4, help="views per identity")
     synthetic.add_argument("--resolution", type=int, default=64, help="32, 64, 128 or 256")
     synthetic.add_argument("--seed", type=int, default=0, help="scene seed")
-    celeba = commands.add_parser(
-        "celebamask-hq", help="prepare CelebAMask-HQ from its published layout")
+    celeba = add_subcommand(
+        commands, "celebamask-hq", "prepare CelebAMask-HQ from its published layout")
     celeba.add_argument("--raw", required=True, help="the CelebAMask-HQ folder")
     celeba.add_argument("--out", required=True, help="output folder")
     celeba.add_argument("--resolution", type=int, required=True, help="power of two, 32-1024")
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first index of the validation split (SemanticStyleGAN: 28000)")
     celeba.add_argument("--skip-bad", action="store_true",
                         help="leave out undecodable files, listed in OUT/skipped.txt")
-    preview = commands.add_parser("preview", help="a PNG grid of images beside their masks")
+    preview = add_subcommand(commands, "preview", "a PNG grid of images beside their masks")
     preview.add_argument("dataset", help="a prepared dataset folder")
     preview.add_argument("--out", required=True, help="PNG file to write")
     preview.add_argument("--count", type=int, default=24, help="number of samples")

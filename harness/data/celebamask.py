@@ -18,7 +18,8 @@ file, or, with `skip_bad`, a sample left out and listed in `OUT/skipped.txt`.
 Resumable in two stages. Samples are decoded block by block into `OUT.staged` through a
 `PreparedWriter` (an interrupted run resumes from `OUT.staged.partial`). `OUT.staged` is then
 renamed to `OUT` or, where bad samples were left out, copied without them into `OUT` (again
-through a resumable writer).
+through a resumable writer). An interrupted run keeps these folders and says so; an error in
+the input (a bad sample without `skip_bad`) removes them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from harness.data.classes import CELEBAMASK_PAINT_ORDER, CLASS_IDS
-from harness.data.prepared import FORMAT_VERSION, PreparedWriter, read_meta
+from harness.data.prepared import FORMAT_VERSION, PreparedWriter, partial_path, read_meta
 from harness.errors import UserError
 from models.camera import intrinsics, look_at_origin
 
@@ -103,9 +104,10 @@ def prepare_celebamask(
     """Prepare CelebAMask-HQ from `raw_dir` into `out_dir`; returns the dataset's metadata.
 
     Images with index < `val_start` form the train split, the rest the val split. A bad sample
-    (see the module docstring) is a UserError naming its file, or with `skip_bad` is left out
-    and listed in `out_dir/skipped.txt`. Running it again resumes an interrupted run, and is a
-    no-op once `out_dir` holds the same job (raw folder, resolution, val_start, images, poses).
+    (see the module docstring) is a UserError naming its file, which leaves nothing behind, or
+    with `skip_bad` is left out and listed in `out_dir/skipped.txt`. Running it again resumes an
+    interrupted run, and is a no-op once `out_dir` holds the same job (raw folder, resolution,
+    val_start, images, poses).
     """
     if not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0):
         raise UserError(
@@ -142,6 +144,31 @@ def prepare_celebamask(
         )
 
     staged = out.with_name(out.name + ".staged")
+    work = (partial_path(staged), staged, partial_path(out))  # what a run leaves unpublished
+    try:
+        return _stage_and_publish(raw, staged, out, indices, poses, params, skip_bad)
+    except UserError:
+        for folder in work:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        kept = [str(folder) for folder in work if folder.exists()]
+        if kept:
+            logger.warning("kept for resuming: %s (run the same command again to resume; "
+                           "delete to start over)", ", ".join(kept))
+        raise
+
+
+def _stage_and_publish(
+    raw: Path,
+    staged: Path,
+    out: Path,
+    indices: list[int],
+    poses: dict[int, tuple[float, float]] | None,
+    params: dict[str, Any],
+    skip_bad: bool,
+) -> dict[str, Any]:
+    """Decode into `staged` (unless done), then publish it as `out`; returns the metadata."""
     staged_meta = staged / "meta.json"
     if not (staged_meta.is_file() and json.loads(staged_meta.read_text())["params"] == params):
         _decode(raw, staged, indices, poses, params, skip_bad)
@@ -313,7 +340,8 @@ def _decode(
     )
     with (
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
-        tqdm(total=len(samples), initial=done, desc=SOURCE, unit="img") as progress,
+        tqdm(total=len(samples), initial=done, desc=SOURCE, unit="img",
+             disable=not logger.isEnabledFor(logging.INFO)) as progress,
     ):
         for start in range(0, len(samples), BLOCK_SIZE):
             stop = min(start + BLOCK_SIZE, len(samples))

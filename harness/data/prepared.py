@@ -49,6 +49,12 @@ _ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
 _HASHED = ("images", "masks", "angles", "identity", "split")
 
 
+def partial_path(out_dir: str | Path) -> Path:
+    """Where `PreparedWriter` fills the dataset `out_dir` before publishing it."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
 def _shape(name: str, count: int, resolution: int) -> tuple[int, ...]:
     per_sample = tuple(resolution if size == -1 else size for size in _ARRAYS[name][1])
     return (count, *per_sample)
@@ -72,7 +78,7 @@ class PreparedWriter:
         has_depth: bool,
     ):
         self.out_dir = Path(out_dir)
-        self.partial_dir = self.out_dir.with_name(self.out_dir.name + ".partial")
+        self.partial_dir = partial_path(self.out_dir)
         self.num_samples = num_samples
         self.resolution = resolution
         self.source = source

@@ -28,6 +28,7 @@ from typing import Any
 import submitit
 from filelock import FileLock
 
+from harness.config import read_yaml
 from harness.errors import UserError
 from harness.launch import executors as ex
 from harness.launch.display import PENDING, RUNNING, Display, Row
@@ -340,12 +341,10 @@ def rows(study: Any, sweep_dir: SweepDir, metric: str) -> list[Row]:
 
 def check_same_search(sweep_dir: SweepDir, record: dict[str, Any]) -> None:
     """Refuse to continue a search directory with different settings."""
-    import yaml
-
     path = sweep_dir.path / SPEC_FILE
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text()) or {}
+    old = read_yaml(path)
     changed = [key for key in FIXED_KEYS if old.get(key) != record.get(key)]
     changed += [f"search.{key}" for key in FIXED_SEARCH_KEYS
                 if (old.get("search") or {}).get(key) != record["search"].get(key)]

@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness.config import read_yaml
 from harness.errors import UserError
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -75,12 +74,7 @@ def load_profile(profile: str, overrides: dict[str, Any] | None = None) -> dict[
         names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
         raise UserError(f"SLURM profile {profile!r}: {path} not found; use one of {names} or "
                         "a path to a YAML profile")
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: invalid YAML ({error}); fix the profile") from None
-    if not isinstance(params, dict):
-        raise UserError(f"{path}: a profile is a mapping of submitit parameters")
+    params = read_yaml(path)
     check_parameters(params, str(path))
     check_parameters(overrides or {}, "slurm.overrides of the sweep file")
     return {**params, **(overrides or {})}

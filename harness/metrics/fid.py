@@ -73,18 +73,45 @@ def inception_weights(path: str | Path | None) -> Path:
             f"{INCEPTION_FILE} and this machine cannot download it; copy it to "
             f"{default_inception_path()} or pass --inception-weights PATH"
         )
+    problem = _inception_problem(found)
+    if problem:
+        raise UserError(
+            f"{found}: not Inception weights ({problem}); FID/KID need torch-fidelity's "
+            f"{INCEPTION_FILE}: pass --inception-weights PATH to that file"
+        )
     return found
+
+
+def _inception_problem(path: Path) -> str | None:
+    """Why inception-v3-compat cannot load `path`, or None when it can."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    try:  # tensors only, before torch-fidelity unpickles the file without restrictions
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a text file raises KeyError, an empty one EOFError, ...
+        return "not a torch file of tensors"
+    try:
+        create_feature_extractor(INCEPTION, ["2048"], cuda=False, verbose=False,
+                                 feature_extractor_weights_path=str(path))
+    except (RuntimeError, TypeError):  # load_state_dict: other keys, shapes or not a dict
+        return f"its tensors are not {INCEPTION}'s"
+    return None
 
 
 def choose_extractor(
     config: ExperimentConfig, inception_path: str | Path | None
 ) -> tuple[str, Path | None]:
-    """(extractor name, weights path or None) for `evaluate.fid_extractor` and the data."""
+    """(extractor name, weights path or None) for `evaluate.fid_extractor` and the data; a
+    warning when `inception_path` is given but another extractor is used."""
     name = config.evaluate.fid_extractor
     if name == "auto":
         name = SYNTHFACE if config.data.source == "synthetic" else INCEPTION
     if name == INCEPTION:
         return name, inception_weights(inception_path)
+    if inception_path:
+        log.warning("--inception-weights %s is not used: FID/KID use %s on %s data "
+                    "(--set evaluate.fid_extractor=%s for an Inception FID)", inception_path,
+                    name, config.data.source, INCEPTION)
     return name, None
 
 
