@@ -1,15 +1,19 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a torn one.
 
 A write goes to `.<name>.<16 hex digits>.tmp` beside the file, then is renamed over it; a writer
-killed in between leaves that temporary file behind (`remove_temp_files`).
+killed in between leaves that temporary file behind (`remove_temp_files`). A write that finds the
+disk or the quota full removes its temporary file and raises a UserError, one line that names
+the file and says how much it needs and how much is free.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -17,30 +21,120 @@ from typing import IO, Any
 import torch
 import yaml
 
+from harness.errors import UserError
+
 # this module's temporary names, `.<name>.<random>.tmp` (random: 16 hex digits, or the 8
 # characters of tempfile.mkstemp in files that earlier versions left)
 _TEMP = re.compile(r"\.(.+)\.(?:[0-9a-f]{16}|[0-9a-z_]{8})\.tmp")
+# the errors of a write that ran out of room, in the words of the one-line message
+_OUT_OF_ROOM = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+# how torch.save's zip writer (caffe2 inline_container.cc) reports a write that failed
+_TORCH_WRITE_FAILED = re.compile(r"unexpected pos|failed writing|file write failed")
+_NEARLY_FULL = 1 << 20  # bytes: with less free, a failed torch write is put down to a full disk
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(
+    path: str | Path,
+    write: Callable[[IO[bytes]], None],
+    size: int | None = None,  # bytes the file will have, if known (for the disk-full message)
+) -> None:
     """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over.
 
-    The file gets the mode a plain `open(path, "w")` would give it (0666 less the umask).
+    The file gets the mode a plain `open(path, "w")` would give it (0666 less the umask). When
+    the disk or the quota is full, `path` is left as it was, the temporary file is removed and a
+    UserError says so.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except BaseException as error:
+        reason = _out_of_room(error, path.parent)  # (before the removal frees the space)
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if reason is None:
+            raise
+        raise UserError(_out_of_room_message(path, reason, size, written)) from error
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append `text` (UTF-8) to `path`, whole or not at all: when the disk or the quota is full,
+    the file is cut back to its old end and a UserError says so, as `atomic_write` does."""
+    path = Path(path)
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.fstat(fd).st_size
+        left = memoryview(data)
+        try:
+            while left:
+                left = left[os.write(fd, left):]
+        except Exception as error:
+            os.ftruncate(fd, end)
+            reason = _out_of_room(error, path.parent)
+            if reason is None:
+                raise
+            raise UserError(_out_of_room_message(path, reason, len(data), 0)) from error
+    finally:
+        os.close(fd)
+
+
+def _out_of_room(error: BaseException, folder: Path) -> str | None:
+    """Why `error`, raised while writing into `folder`, is a full disk or quota (the words of
+    `_OUT_OF_ROOM`); None when it is something else, or an interrupt."""
+    if not isinstance(error, Exception):
+        return None
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    for link in chain:
+        if isinstance(link, OSError) and link.errno in _OUT_OF_ROOM:
+            return _OUT_OF_ROOM[link.errno]
+    # torch's writer may say only that a write failed: believe it is the disk when it is full
+    torch_failed = any(isinstance(link, RuntimeError) and _TORCH_WRITE_FAILED.search(str(link))
+                       for link in chain)
+    if torch_failed and _free_bytes(folder) < _NEARLY_FULL:
+        return _OUT_OF_ROOM[errno.ENOSPC]
+    return None
+
+
+def _out_of_room_message(path: Path, reason: str, size: int | None, written: int) -> str:
+    """The one line for a write of `path` that ran out of room after `written` bytes."""
+    details = []
+    if size is not None and size > written:
+        details.append(f"writing it needs about {_human_bytes(size)}")
+    elif written:
+        details.append(f"writing it needs more than {_human_bytes(written)}")
+    if reason == _OUT_OF_ROOM[errno.ENOSPC]:  # (a quota is not what the disk has free)
+        details.append(f"{_human_bytes(_free_bytes(path.parent))} free there")
+    known = f" ({', '.join(details)})" if details else ""
+    return f"{path}: {reason}{known}; free some space and run the same command again"
+
+
+def _free_bytes(folder: Path) -> int:
+    """Bytes free to unprivileged users on the filesystem of `folder` (or of its nearest
+    existing parent, if it could not be made)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _human_bytes(count: int) -> str:
+    """`count` bytes as `df -h` would put it: 512 B, 16.0 KiB, 41.3 MiB, 2.0 GiB."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def remove_temp_files(folder: Path, names: re.Pattern[str]) -> None:
@@ -55,7 +149,8 @@ def remove_temp_files(folder: Path, names: re.Pattern[str]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write(path, lambda file: file.write(text.encode()))
+    data = text.encode()
+    atomic_write(path, lambda file: file.write(data), size=len(data))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -70,4 +165,21 @@ def atomic_write_yaml(path: str | Path, data: Any) -> None:
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
     """`torch.save(obj)` to `path` atomically."""
-    atomic_write(path, lambda file: torch.save(obj, file))
+    atomic_write(path, lambda file: torch.save(obj, file), size=_storage_bytes(obj))
+
+
+def _storage_bytes(obj: Any) -> int:
+    """The bytes of the distinct tensor storages in `obj` (through dicts, lists and tuples):
+    about the size of `torch.save(obj)`, which adds little beyond them."""
+    storages: dict[tuple[str, int], int] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[(str(storage.device), storage.data_ptr())] = storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return sum(storages.values())

@@ -8,11 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from full_disk import HINT, fill_disk_in_torch_save, report_free
 from sweep_helpers import calls, fake_evaluate, fake_train, offline_runs, sweep_cli, write_sweep
 
 from harness.config import available_cpus
 from harness.errors import UserError
+from harness.io import atomic_torch_save
 from harness.launch import trial as trial_module
 from harness.launch.driver import GridRun, Options
 from harness.launch.executors import ENDED, Executor
@@ -247,6 +250,26 @@ def test_failed_trials_run_again_only_with_retry_failed(
     assert calls(sweep_dir.run_dir(second)) == ["train", "eval"]
     assert not (sweep_dir.run_dir(first) / "error.json").exists()
     assert (sweep_dir.run_dir(first) / "error.prev.json").is_file()
+
+
+def test_a_full_disk_fails_the_trial_with_its_one_line(
+    tmp_path: Path, fake_stages: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS[:1]})
+    (trial,) = expand(load_sweep(path))
+    checkpoint = tmp_path / "runs" / "demo" / trial.trial_id / "training-state-00000002.pt"
+
+    def full_disk(config, run_dir, *args):
+        atomic_torch_save(checkpoint, {"w": torch.zeros(1000)})
+
+    monkeypatch.setattr(trial_module, "train", full_disk)
+    fill_disk_in_torch_save(monkeypatch, room=100)
+    report_free(monkeypatch, 0)
+    assert sweep_cli(str(path), "--runs-dir", str(tmp_path / "runs")) == 1
+    error = json.loads((checkpoint.parent / "error.json").read_text())
+    assert error["stage"] == "train" and error["message"] == (
+        f"{checkpoint}: no space left on device (writing it needs about 3.9 KiB, 0 B free "
+        f"there); {HINT}")
 
 
 def test_a_sweep_directory_never_mixes_plans(

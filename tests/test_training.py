@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from full_disk import HINT, fill_disk_in_torch_save, report_free
 
 from harness.cli import run_main
 from harness.config import config_to_dict, load_config
@@ -194,6 +196,35 @@ def test_a_damaged_config_yaml_of_a_run_directory_is_one_line_and_kept(
     assert err.startswith(f"error: {tmp_path / 'run' / 'config.yaml'}: not UTF-8 text")
     assert (tmp_path / "run" / "config.yaml").read_bytes() == damaged
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("fits", [2, 3], ids=["snapshot-fails", "state-fails"])
+def test_a_full_disk_stops_training_with_one_line_and_exit_2_and_the_run_resumes(
+    tmp_path: Path, smoke_overrides, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], fits: int
+) -> None:
+    run = tmp_path / "run"
+    sets = [arg for value in [*smoke_overrides, "train.iterations=4", "train.checkpoint_every=2"]
+            for arg in ("--set", value)]
+    argv = ["--run-dir", str(run), "--preset", "smoke", *sets]
+    # the checkpoint of iteration 2 (snapshot, state) fits, and with fits=3 the next snapshot;
+    # then the disk is full
+    fill_disk_in_torch_save(monkeypatch, room=4096, saves_first=fits)
+    report_free(monkeypatch, 4096)
+    code, err = _train_cli(argv, capsys)
+    kind = {2: "network-snapshot", 3: "training-state"}[fits]
+    path = checkpoint_dir(run) / f"{kind}-00000004.pt"
+    assert code == 2
+    assert re.fullmatch(rf"error: {re.escape(str(path))}: no space left on device \(writing it "
+                        rf"needs about [\d.]+ [KM]iB, 4\.0 KiB free there\); {HINT}\n", err), err
+    assert not [p.name for p in checkpoint_dir(run).iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(latest_training_state(run))["iteration"] == 2  # the last good one
+    monkeypatch.undo()  # room again: the same command resumes from it
+    assert _train_cli(argv, capsys) == (0, "")
+    assert load_checkpoint(latest_training_state(run))["iteration"] == 4
+    assert load_generator(run).iteration == 4
+    metrics = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in metrics] == [2, 4]
 
 
 def test_a_second_trainer_of_a_run_directory_is_refused_and_writes_nothing(

@@ -21,6 +21,7 @@ import submitit
 from filelock import FileLock, Timeout
 
 from harness.config import ExperimentConfig, resolve_config
+from harness.errors import UserError
 from harness.io import atomic_write_json
 from harness.launch.state import (
     ERROR_FILE,
@@ -84,7 +85,8 @@ def run_trial(
     """Train, evaluate and write RUN_DIR/result.json; return the result (None on ranks > 0).
 
     A finished trial returns its result.json without work. A failure writes error.json
-    {trial_id, stage, message} and re-raises (a diverged training returns its failure).
+    {trial_id, stage, message} (message: a UserError's one line, else "Type: what it says")
+    and re-raises (a diverged training returns its failure).
     When another process holds the trial's lock, returns {"status": "busy"} at once.
     """
     info = dist_info_from_env()
@@ -119,8 +121,10 @@ def run_trial(
         except Exception as error:
             from harness.training.loop import TrainingDiverged
 
-            if info.is_main:
-                write_error(run_dir, trial_id, stage, f"{type(error).__name__}: {error}")
+            if info.is_main:  # a UserError is its one line already (a full disk, bad input)
+                message = (str(error) if isinstance(error, UserError)
+                           else f"{type(error).__name__}: {error}")
+                write_error(run_dir, trial_id, stage, message)
             if isinstance(error, TrainingDiverged):
                 return {"trial_id": trial_id, "status": "failed", "message": str(error)}
             raise

@@ -74,7 +74,6 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any],
     """Write the training state and the network snapshot of `iteration`; prune old states and
     all but the newest `keep_snapshots` snapshots (0: keep all) not marked to keep."""
     folder = checkpoint_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(folder / f"network-snapshot-{iteration:08d}.pt", snapshot)
     if keep_snapshots:
         for _, old in _numbered(folder, _SNAPSHOT)[:-keep_snapshots]:

@@ -33,7 +33,7 @@ from harness.config import (
 from harness.data.classes import NUM_CLASSES
 from harness.data.loading import open_dataset
 from harness.errors import UserError
-from harness.io import atomic_write_json, atomic_write_text, atomic_write_yaml
+from harness.io import append_text, atomic_write_json, atomic_write_text, atomic_write_yaml
 from harness.reproducibility import apply_reproducibility
 from harness.tracking import Tracker
 from harness.training import checkpoint as ckpt
@@ -147,8 +147,9 @@ def training_loop(
     """Train `config` in `run_dir`, resuming from its latest checkpoint.
 
     Raises `TrainingDiverged` after writing RUN_DIR/failure.json if a loss becomes non-finite
-    (the last good checkpoint is kept), and a UserError, writing nothing, if the data cannot
-    be opened or another process trains in `run_dir`.
+    (the last good checkpoint is kept), a UserError, writing nothing, if the data cannot be
+    opened or another process trains in `run_dir`, and a UserError naming the file if the disk
+    fills (the last good checkpoint is kept; the same call resumes once there is room).
     """
     run_dir = Path(run_dir)
     train = config.train
@@ -274,8 +275,7 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
                       "train/it_per_s": rate, "time": time.time()}
             stats.clear()
             counts.clear()
-            with open(run_dir / METRICS_FILE, "a") as file:
-                file.write(json.dumps(record) + "\n")
+            append_text(run_dir / METRICS_FILE, json.dumps(record) + "\n")
             bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()
                              if k.startswith("train/") and k != "train/it_per_s"}, refresh=False)
             if tracker:
