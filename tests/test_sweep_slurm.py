@@ -199,3 +199,48 @@ def test_trial_trains_data_parallel_over_two_slurm_tasks(
     rank0, rank1 = job.results()
     assert rank0["trial_id"] == trial_id and rank0["status"] == "done"
     assert rank1 is None  # rank 1 trained, and left evaluation and result.json to rank 0
+
+
+def test_usr2_during_training_saves_the_current_iteration_and_redoes_none(
+    cluster_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial preempted with USR2 mid-training (no periodic checkpoint before its end) saves
+    the iteration it reached before submitit requeues it; the requeued job resumes there."""
+    import submitit
+    import yaml
+
+    from harness.config import config_to_dict, load_config
+    from harness.launch.trial import TrialJob
+
+    for key in ("SLURM_CONF", "HOME", "HARNESS_CACHE_DIR"):
+        monkeypatch.setenv(key, cluster_env[key])
+    iterations = 200
+    config = load_config(None, "smoke", [f"train.iterations={iterations}", "train.log_every=1",
+                                         f"train.checkpoint_every={iterations}",
+                                         f"train.sample_every={iterations}"])
+    run_dir = tmp_path / "run"
+    executor = submitit.AutoExecutor(folder=tmp_path / "slurm" / "%j", slurm_max_num_timeout=3)
+    executor.update_parameters(**yaml.safe_load(
+        (Path(__file__).parents[1] / "slurm" / "profiles" / "local.yaml").read_text()))
+    job = executor.submit(TrialJob(run_dir, config_to_dict(config), "usr2",
+                                   {"metrics": ["fid"], "num_samples": 16, "track": False}))
+
+    def trained(at_least: int) -> bool:
+        path = run_dir / "status.json"
+        return path.is_file() and json.loads(path.read_text()).get("iteration", 0) >= at_least
+
+    _wait_for(lambda: trained(3), "the job to train 3 iterations")
+    _slurm("scancel", "--signal=USR2", job.job_id, env=cluster_env)
+    _wait_for(job.done, "the requeued job to finish")
+    assert job.result()["status"] == "done"
+    job_log = (tmp_path / "slurm" / job.job_id / f"{job.job_id}_0_log.err").read_text()
+    assert "Caught signal SIGUSR2" in job_log and f"Requeued job {job.job_id}" in job_log
+    saved = [int(line.split("saved iteration ")[1].split()[0])
+             for line in job_log.splitlines() if "for the preemption" in line]
+    resumed = [int(line.split("from iteration ")[1].split()[0])
+               for line in job_log.splitlines() if f"resuming {run_dir} from" in line]
+    assert len(saved) == 1 and 3 <= saved[0] < iterations
+    assert resumed == saved  # iterations redone after the requeue: resumed - saved = 0
+    metrics = [json.loads(line)["iteration"]
+               for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == list(range(1, iterations + 1))

@@ -1,11 +1,13 @@
 """One trial as a job: train (resuming from the run directory), evaluate, write result.json.
 
 `TrialJob` is what every executor runs: in this process, in a local process or as a SLURM
-job. It is `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls its
-`checkpoint()`, which requeues the same job; `checkpoint()` saves nothing itself, because the
-training loop resumes from the newest checkpoint on disk, which also covers a plain
-`scontrol requeue` that never calls `checkpoint()`. Under DDP every task of the job runs the
-callable (the loop reads rank and world size from SLURM); only rank 0 evaluates and writes.
+job. It is `submitit.helpers.Checkpointable`: on preemption or timeout (USR2) submitit calls
+its `checkpoint()`, which requeues the same job. `checkpoint()` saves nothing itself: during
+training the loop holds the signal back until its current step ends and saves that iteration
+first (`harness.training.preemption`), and the requeued job resumes from the newest checkpoint
+on disk, which also covers a plain `scontrol requeue` that never calls `checkpoint()`. Under
+DDP every task of the job runs the callable (the loop reads rank and world size from SLURM);
+only rank 0 evaluates and writes.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from harness.training.distributed import (
     init_distributed,
 )
 from harness.training.lock import hold_run_dir
+from harness.training.preemption import deferred_preemption
 from harness.training.samples import save_sample_grid
 from harness.training.step import build_gan, gan_step
 
@@ -249,45 +250,54 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
 
     if info.is_main:
         _write_status(run_dir, state="running", iteration=start, total=train.iterations)
-    for iteration in range(start, train.iterations):
-        torch.manual_seed(iteration_generator(train.seed, iteration, info.rank, 0).initial_seed())
-        rng_data = iteration_generator(train.seed, iteration, info.rank, 1)
-        rng_fake = iteration_generator(train.seed, iteration, info.rank, 2)
-        real_image, real_mask = _real_batch(
-            dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
-        losses = gan_step(gan, real_image, real_mask, fake_cameras, rng_fake, iteration,
-                          regularize=iteration % train.d_reg_every == 0, info=info,
-                          path_length=train.path_length_weight > 0
-                          and iteration % train.path_length_every == 0)
-        if not all_ranks_finite(torch.stack([v.float() for v in losses.values()]), info):
-            fail(iteration + 1, losses)
+    with deferred_preemption() as preemption:  # USR2: checkpoint at the step's end, requeue
+        for iteration in range(start, train.iterations):
+            torch.manual_seed(
+                iteration_generator(train.seed, iteration, info.rank, 0).initial_seed())
+            rng_data = iteration_generator(train.seed, iteration, info.rank, 1)
+            rng_fake = iteration_generator(train.seed, iteration, info.rank, 2)
+            real_image, real_mask = _real_batch(
+                dataset, torch.randint(len(dataset), (local_batch,), generator=rng_data), device)
+            losses = gan_step(gan, real_image, real_mask, fake_cameras, rng_fake, iteration,
+                              regularize=iteration % train.d_reg_every == 0, info=info,
+                              path_length=train.path_length_weight > 0
+                              and iteration % train.path_length_every == 0)
+            if not all_ranks_finite(torch.stack([v.float() for v in losses.values()]), info):
+                fail(iteration + 1, losses)
 
-        done = iteration + 1
-        for name, value in losses.items():  # (lazy terms are averaged over their own steps)
-            stats[name] = stats.get(name, 0.0) + float(value)
-            counts[name] = counts.get(name, 0) + 1
-        bar.update(1)
-        if not info.is_main:
-            continue
-        rate = (done - started_iteration) / max(time.time() - started, 1e-9)
-        if done % train.log_every == 0 or done == train.iterations:
-            record = {"iteration": done, **{f"train/{k}": v / counts[k] for k, v in stats.items()},
-                      "train/it_per_s": rate, "time": time.time()}
-            stats.clear()
-            counts.clear()
-            append_text(run_dir / METRICS_FILE, json.dumps(record) + "\n")
-            bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()
-                             if k.startswith("train/") and k != "train/it_per_s"}, refresh=False)
-            if tracker:
-                tracker.log({k: v for k, v in record.items() if k != "time"}, done)
-            _write_status(run_dir, state="running", iteration=done, total=train.iterations,
-                          it_per_s=rate, eta_s=(train.iterations - done) / max(rate, 1e-9))
-        if done % train.sample_every == 0 or done == train.iterations:
-            path = save_sample_grid(generator_ema, run_dir / "samples" / f"iter-{done:08d}.png")
-            if tracker:
-                tracker.log_image("samples", path, done)
-        if done % train.checkpoint_every == 0 or done == train.iterations:
-            save(done)
+            done = iteration + 1
+            for name, value in losses.items():  # (lazy terms are averaged over their own steps)
+                stats[name] = stats.get(name, 0.0) + float(value)
+                counts[name] = counts.get(name, 0) + 1
+            bar.update(1)
+            if not info.is_main:
+                continue
+            rate = (done - started_iteration) / max(time.time() - started, 1e-9)
+            if done % train.log_every == 0 or done == train.iterations:
+                record = {"iteration": done,
+                          **{f"train/{k}": v / counts[k] for k, v in stats.items()},
+                          "train/it_per_s": rate, "time": time.time()}
+                stats.clear()
+                counts.clear()
+                append_text(run_dir / METRICS_FILE, json.dumps(record) + "\n")
+                bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()
+                                 if k.startswith("train/") and k != "train/it_per_s"},
+                                refresh=False)
+                if tracker:
+                    tracker.log({k: v for k, v in record.items() if k != "time"}, done)
+                _write_status(run_dir, state="running", iteration=done, total=train.iterations,
+                              it_per_s=rate, eta_s=(train.iterations - done) / max(rate, 1e-9))
+            if done % train.sample_every == 0 or done == train.iterations:
+                path = save_sample_grid(generator_ema,
+                                        run_dir / "samples" / f"iter-{done:08d}.png")
+                if tracker:
+                    tracker.log_image("samples", path, done)
+            preempted = preemption is not None and preemption.step_ended()
+            if preempted or done % train.checkpoint_every == 0 or done == train.iterations:
+                save(done)
+            if preempted:
+                log.info("%s: saved iteration %d for the preemption", run_dir, done)
+                preemption.forward()  # submitit: checkpoint() (closes W&B), requeue, exit
     bar.close()
     final = max(start, train.iterations)
     if info.is_main:
