@@ -779,9 +779,10 @@ def claims(data: SweepData) -> Table:
     undecided at this budget (the interval does not separate them)."""
     arms = _arms(data.trials)
     ref_index = reference_row(data, arms) if arms else 0
+    reference_name = arms[ref_index][0] if arms else "reference"
     rows, shown = [], []
     if arms:
-        reference_name, reference = arms[ref_index]
+        reference = arms[ref_index][1]
         base = reference.iloc[0]
         for name, group in arms:
             row = group.iloc[0]
@@ -807,7 +808,7 @@ def claims(data: SweepData) -> Table:
                                     "n_pairs", "difference", "ci_low", "ci_high", "detectable",
                                     "verdict"]),
         pd.DataFrame(shown, columns=["Claim (3D-SSGAN)", "Arm", "Metric",
-                                     f"Δ vs {arms[ref_index][0] if arms else 'reference'}",
+                                     f"Δ vs {reference_name}",
                                      "Detectable Δ", "Verdict"]),
         [], [f"Verdicts from the paired difference over seeds and its {st.CI_LEVEL:.0%} "
              f"interval ({st.METHOD}): a claim that the change makes a metric worse is "
