@@ -321,6 +321,19 @@ def test_a_job_that_ends_without_a_result_is_recorded_as_failed(tmp_path: Path) 
     assert "jobs/10000000/10000000_0_log.err" in error["message"]
 
 
+def test_trials_start_seed_by_seed_so_a_stopped_sweep_leaves_its_arms_paired(
+        tmp_path: Path) -> None:
+    path = write_sweep(tmp_path / "s.yaml", seeds=[3, 1, 2], grid={"variants": VARIANTS})
+    sweep = load_sweep(path)
+    from harness.launch.display import Display
+
+    display = Display("t", stream=open(os.devnull, "w"), interactive=False)
+    todo = GridRun(sweep, expand(sweep), SweepDir(tmp_path / "runs", "demo"), _GoneJobs(),
+                   display, Options()).prepare()
+    assert [(t.seed, t.variant) for t in todo] == [
+        (3, "a1"), (3, "a2"), (1, "a1"), (1, "a2"), (2, "a1"), (2, "a2")]
+
+
 def test_bad_profile_key_names_the_file(tmp_path: Path) -> None:
     from harness.launch.slurm import load_profile
 

@@ -134,7 +134,9 @@ class GridRun:
         self.dir.write_state(self.state)
 
     def prepare(self) -> list[Trial]:
-        """Write trial.json files, find live jobs; the trials that need a new job."""
+        """Write trial.json files, find live jobs; the trials that need a new job, seed by seed
+        (every arm at the first seed, then at the second, ...) so that a sweep stopped early
+        leaves its arms paired at the same seeds."""
         todo = []
         for trial in self.trials:
             run_dir = self.dir.write_trial(trial.record(self.sweep.name))
@@ -159,7 +161,8 @@ class GridRun:
                 self.job_states[trial.trial_id] = RUNNING
                 continue
             todo.append(trial)
-        return todo
+        seeds = self.sweep.spec.seeds
+        return sorted(todo, key=lambda trial: seeds.index(trial.seed))
 
     def run(self) -> dict[str, str]:
         """Run every trial to an outcome; trial id -> done/failed (or new if interrupted)."""
