@@ -4,7 +4,9 @@ One W&B run per run directory: its id is stored in `RUN_DIR/wandb_run_id` and re
 `resume="allow"`, so a resumed or requeued trial continues the same W&B run. In offline mode
 every W&B file stays inside the run directory (`WANDB_DIR`, `WANDB_CACHE_DIR`,
 `WANDB_DATA_DIR`, `WANDB_CONFIG_DIR` under `RUN_DIR/wandb-files/`); upload later with
-`wandb sync RUN_DIR/wandb-files/wandb/offline-run-*`.
+`wandb sync RUN_DIR/wandb-files/wandb/offline-run-*`. A requeue's SIGTERM kills wandb's service
+with whatever it had not written; the next attempt logs those rows again (`log_missing`), so
+the offline files hold every row of the run's metrics.jsonl.
 
 Conventions: `group` is the sweep name, `job_type` train or eval (each with its own stable
 id), tags name the model, data, preset (and sweep and variant of a sweep trial), the config
@@ -96,15 +98,17 @@ class Tracker:
         tracking = config.tracking
         self.enabled = tracking.wandb if enabled is None else enabled
         self.run = None
+        self.mode = "disabled"
+        self.wandb_dir = run_dir / "wandb-files"
         if not self.enabled:
             return
-        mode = resolve_mode(tracking)
+        self.mode = mode = resolve_mode(tracking)
         if mode == "disabled":
             self.enabled = False
             return
         import wandb
 
-        wandb_dir = run_dir / "wandb-files"
+        wandb_dir = self.wandb_dir
         for variable, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"),
                               ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "config")):
             (wandb_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -137,18 +141,34 @@ class Tracker:
                         type(error).__name__, error)
             self.run = None
 
-    def log(self, values: dict[str, Any], iteration: int | None = None) -> None:
-        """Log scalars (and W&B media objects) at `iteration`."""
+    def log(self, values: dict[str, Any], iteration: int | None = None,
+            images: dict[str, Path] | None = None) -> None:
+        """Log scalars (and W&B media objects) at `iteration`, with image files `images`
+        (key -> path) in the same history row."""
         step = {"iteration": iteration} if iteration is not None else {}
-        self._call(lambda run: run.log({**values, **step}))
-
-    def log_image(self, key: str, path: Path, iteration: int, caption: str = "") -> None:
-        """Log an image file."""
-        if self.run is not None:
+        if self.run is not None and images:
             import wandb
 
-            self._call(lambda run: run.log(
-                {key: wandb.Image(str(path), caption=caption), "iteration": iteration}))
+            values = {**values, **{key: wandb.Image(str(path)) for key, path in images.items()}}
+        self._call(lambda run: run.log({**values, **step}))
+
+    def log_missing(self, rows: list[dict[str, Any]], prefix: str = "train/") -> int:
+        """Log the rows (each with an `iteration`) that the run's history lacks: those whose
+        iteration no earlier attempt's offline file holds in a row with a `prefix` key (the
+        attempt's wandb service was killed, e.g. by a requeue's SIGTERM, before writing
+        them). Offline mode only (the offline files are the history `wandb sync` uploads);
+        the number of rows logged."""
+        if self.run is None or self.mode != "offline":
+            return 0
+        from harness.wandb_offline import logged_iterations
+
+        logged = logged_iterations(self.wandb_dir, self.run.id, prefix)
+        missing = [row for row in rows if int(row["iteration"]) not in logged]
+        for row in missing:
+            self.log({k: v for k, v in row.items() if k != "iteration"}, int(row["iteration"]))
+        if missing:
+            log.info("W&B: logged %d history row(s) an earlier attempt lost", len(missing))
+        return len(missing)
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set run summary values."""

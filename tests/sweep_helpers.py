@@ -77,7 +77,7 @@ def offline_runs(root: Path, wait_s: float = 30.0) -> list[Any]:
     every run to be complete (wandb's service may still be writing just after finish())."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from harness.report.wandb_runs import _payloads, read_offline_runs
+    from harness.wandb_offline import payloads, read_offline_runs
 
     deadline = time.monotonic() + wait_s
     runs = read_offline_runs(root)
@@ -87,7 +87,7 @@ def offline_runs(root: Path, wait_s: float = 30.0) -> list[Any]:
     for run in runs:
         run.tags, run.metric_summaries = set(), {}
         for path in root.rglob(f"offline-run-*-{run.run_id}/run-{run.run_id}.wandb"):
-            for payload in _payloads(path.read_bytes(), path):
+            for payload in payloads(path.read_bytes(), path):
                 record = pb.Record.FromString(payload)
                 kind = record.WhichOneof("record_type")
                 if kind == "run":

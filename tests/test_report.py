@@ -654,7 +654,7 @@ def test_published_numbers_are_copied_from_the_papers() -> None:
 def test_offline_reader_reads_records_across_blocks(offline_env: None, tmp_path: Path) -> None:
     import wandb
 
-    from harness.report.wandb_runs import BLOCK, read_offline_runs
+    from harness.wandb_offline import BLOCK, read_offline_runs
 
     run = wandb.init(project="p", group="g", job_type="train", name="long", mode="offline",
                      dir=str(tmp_path), config={"a.b": 1, "c": [1, 2]})

@@ -85,7 +85,7 @@ def _log_to_wandb(data: SweepData, runs_dir: Path, tables: list[Table],
     for figure in figures:
         for path in figure.paths:
             if path.suffix == ".png":
-                tracker.log_image(f"figures/{figure.name}", path, iteration=0)
+                tracker.log({}, iteration=0, images={f"figures/{figure.name}": path})
     tracker.finish()
 
 

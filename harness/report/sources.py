@@ -24,7 +24,8 @@ import yaml
 
 from harness.config import flatten
 from harness.errors import UserError
-from harness.report.wandb_runs import LoggedRun, read_api_runs, read_offline_runs
+from harness.report.wandb_runs import read_api_runs
+from harness.wandb_offline import LoggedRun, read_offline_runs
 
 log = logging.getLogger(__name__)
 

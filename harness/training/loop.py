@@ -130,14 +130,21 @@ def _write_status(run_dir: Path, **fields: Any) -> None:
     atomic_write_json(run_dir / STATUS_FILE, {**fields, "updated": time.time()})
 
 
-def _rewrite_metrics_until(run_dir: Path, iteration: int) -> None:
-    """Drop metrics lines past `iteration` (left by a run that died after its checkpoint)."""
+def _rewrite_metrics_until(run_dir: Path, iteration: int) -> list[dict[str, Any]]:
+    """Drop metrics lines past `iteration` (left by a run that died after its checkpoint);
+    the rows kept."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
-        return
+        return []
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return [json.loads(line) for line in kept]
+
+
+def _tracked(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl row as W&B logs it (without its wall-clock time)."""
+    return {key: value for key, value in row.items() if key not in ("time", "iteration")}
 
 
 def training_loop(
@@ -209,13 +216,30 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
 
     tracker = Tracker(config, run_dir) if info.is_main else None
     if info.is_main:
-        _rewrite_metrics_until(run_dir, start)
+        kept_rows = _rewrite_metrics_until(run_dir, start)
+        if tracker:  # rows an earlier attempt's killed wandb service never wrote
+            tracker.log_missing(kept_rows)
         (run_dir / FAILURE_FILE).unlink(missing_ok=True)
     bar = tqdm(total=train.iterations, initial=start, disable=not (progress and info.is_main),
                dynamic_ncols=True, desc=run_dir.name)
     started, started_iteration = time.time(), start
     stats: dict[str, float] = {}
     counts: dict[str, int] = {}
+    # W&B gets the rows and sample grids of metrics.jsonl once a checkpoint covers them, so a
+    # requeued job (which resumes from that checkpoint) never logs an iteration twice.
+    unsent_rows: list[dict[str, Any]] = []
+    unsent_samples: dict[int, Path] = {}
+
+    def send_to_tracker() -> None:
+        assert tracker is not None
+        for row in unsent_rows:
+            sample = unsent_samples.pop(row["iteration"], None)
+            tracker.log(_tracked(row), row["iteration"],
+                        images={"samples": sample} if sample else None)
+        for iteration, path in sorted(unsent_samples.items()):
+            tracker.log({}, iteration, images={"samples": path})
+        unsent_rows.clear()
+        unsent_samples.clear()
 
     def save(iteration: int) -> None:
         if not info.is_main:
@@ -232,6 +256,8 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
                       "config": resolved},
             keep_snapshots=train.keep_snapshots,
         )
+        if tracker:
+            send_to_tracker()
 
     def fail(iteration: int, losses: dict[str, torch.Tensor]) -> None:
         bad = sorted(name for name, value in losses.items() if not torch.isfinite(value).all())
@@ -283,15 +309,13 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
                 bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in record.items()
                                  if k.startswith("train/") and k != "train/it_per_s"},
                                 refresh=False)
-                if tracker:
-                    tracker.log({k: v for k, v in record.items() if k != "time"}, done)
+                unsent_rows.append(record)
                 _write_status(run_dir, state="running", iteration=done, total=train.iterations,
                               it_per_s=rate, eta_s=(train.iterations - done) / max(rate, 1e-9))
             if done % train.sample_every == 0 or done == train.iterations:
                 path = save_sample_grid(generator_ema,
                                         run_dir / "samples" / f"iter-{done:08d}.png")
-                if tracker:
-                    tracker.log_image("samples", path, done)
+                unsent_samples[done] = path
             preempted = preemption is not None and preemption.step_ended()
             if preempted or done % train.checkpoint_every == 0 or done == train.iterations:
                 save(done)
