@@ -3,7 +3,8 @@
 One grid sweep of two smoke trials is driven through everything that can happen to it: the
 driver is killed mid-sweep, one trial is preempted (`scancel --signal=USR2`: submitit
 checkpoints and requeues), the other is requeued plainly (`scontrol requeue`: no
-checkpoint() call), and the same command is run again. Then an Optuna search with two
+checkpoint() call), the same command is run again, and once each trial has resumed it gets
+the other signal (so each sees both, in opposite orders). Then an Optuna search with two
 parallel SLURM workers, and a trial whose training is data-parallel over two SLURM tasks.
 """
 
@@ -24,7 +25,7 @@ from test_slurm_cluster import _find_slurm_conf
 pytestmark = pytest.mark.slurm
 
 TIMEOUT_S = 600  # for a whole driver run on a busy 2-core machine
-ITERATIONS = 12
+ITERATIONS = 24
 VARIANTS = [{"name": "a1", "set": {"model.lifting.alpha": 1.0}},
             {"name": "a2", "set": {"model.lifting.alpha": 2.0}}]
 SMOKE = {"train.iterations": ITERATIONS, "train.checkpoint_every": 2, "train.log_every": 2,
@@ -95,9 +96,25 @@ def grid(cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     preempted, requeued = sorted(jobs)
     status = {t: json.loads((sweep_dir / t / "status.json").read_text()) for t in jobs}
     run_ids = {t: (sweep_dir / t / "wandb_run_id").read_text() for t in jobs}
-    _slurm("scancel", "--signal=USR2", jobs[preempted], env=cluster_env)
-    _slurm("scontrol", "requeue", jobs[requeued], env=cluster_env)
+    usr2 = ("scancel", "--signal=USR2")
+    requeue = ("scontrol", "requeue")
+    _slurm(*usr2, jobs[preempted], env=cluster_env)
+    _slurm(*requeue, jobs[requeued], env=cluster_env)
     second = _driver(sweep, runs, cluster_env, log)  # the same command again
+    for trial_id, other in ((preempted, requeue), (requeued, usr2)):  # a mix on each trial
+
+        def trained_after_resuming(trial_id: str = trial_id) -> bool:
+            job = jobs[trial_id]
+            job_log = sweep_dir / "slurm" / job / f"{job}_0_log.err"
+            text = job_log.read_text() if job_log.is_file() else ""
+            if "resuming" not in text:
+                return False
+            resumed = int(text.split("from iteration ")[-1].split()[0])
+            path = sweep_dir / trial_id / "status.json"
+            return json.loads(path.read_text()).get("iteration", 0) > resumed
+
+        _wait_for(trained_after_resuming, f"{trial_id} to train after its first resume")
+        _slurm(*other, jobs[trial_id], env=cluster_env)
     code = _finish(second, log)
     return {"dir": sweep_dir, "jobs": jobs, "status": status, "run_ids": run_ids,
             "preempted": preempted, "requeued": requeued, "code": code,
@@ -118,18 +135,17 @@ def test_grid_sweep_finishes_on_slurm_with_results_and_wandb_runs(grid: dict) ->
 
 @pytest.mark.parametrize("which", ["preempted", "requeued"])
 def test_interrupted_trial_resumes_from_its_checkpoint(grid: dict, which: str) -> None:
-    """USR2 (checkpoint() and requeue) and a plain `scontrol requeue` both resume from the
-    checkpoint on disk: same final iteration, no duplicated metrics, same W&B run, and a W&B
-    history equal to metrics.jsonl."""
+    """After USR2 (checkpoint() and requeue) and a plain `scontrol requeue`, in either order,
+    the trial resumes from the checkpoint on disk each time: same final iteration, no
+    duplicated metrics, same W&B run, and a W&B history equal to metrics.jsonl."""
     trial_id = grid[which]
     run_dir = grid["dir"] / trial_id
     assert grid["status"][trial_id]["iteration"] < ITERATIONS  # interrupted mid-training
     job = grid["jobs"][trial_id]
     job_log = (grid["dir"] / "slurm" / job / f"{job}_0_log.err").read_text()
-    if which == "preempted":
-        assert "Caught signal SIGUSR2" in job_log and f"Requeued job {job}" in job_log
+    assert "Caught signal SIGUSR2" in job_log and f"Requeued job {job}" in job_log
     resumed = [line for line in job_log.splitlines() if f"resuming {run_dir} from" in line]
-    assert resumed and int(resumed[-1].split("from iteration ")[1].split()[0]) >= 2
+    assert len(resumed) == 2 and int(resumed[0].split("from iteration ")[1].split()[0]) >= 2
     iterations = [json.loads(line)["iteration"]
                   for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert iterations == list(range(2, ITERATIONS + 1, 2))
