@@ -75,6 +75,14 @@ def run_main(
             raise
         sys.stderr.write(f"error: {error}\n")
         return EXIT_USER_ERROR
+    except OSError as error:  # a full disk where no atomic write catches it (mkdir, a lock)
+        from harness.io import out_of_room_line
+
+        line = out_of_room_line(error)
+        if line is None or args.debug:
+            raise
+        sys.stderr.write(f"error: {line}\n")
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

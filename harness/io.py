@@ -106,6 +106,17 @@ def _out_of_room(error: BaseException, folder: Path) -> str | None:
     return None
 
 
+def out_of_room_line(error: OSError) -> str | None:
+    """The one line for an OSError that a full disk or quota raised outside the atomic writes
+    (creating a directory, a lock file); None for any other error."""
+    if error.errno not in _OUT_OF_ROOM:
+        return None
+    path = Path(error.filename) if error.filename else None
+    if path is None:
+        return f"{_OUT_OF_ROOM[error.errno]}; free some space and run the same command again"
+    return _out_of_room_message(path, _OUT_OF_ROOM[error.errno], None, 0)
+
+
 def _out_of_room_message(path: Path, reason: str, size: int | None, written: int) -> str:
     """The one line for a write of `path` that ran out of room after `written` bytes."""
     details = []
@@ -145,6 +156,28 @@ def remove_temp_files(folder: Path, names: re.Pattern[str]) -> None:
     for path in folder.iterdir():
         if (found := _TEMP.fullmatch(path.name)) and names.fullmatch(found.group(1)):
             path.unlink(missing_ok=True)
+
+
+def read_text_file(path: str | Path, fix: str) -> str:
+    """The UTF-8 text of `path`; a UserError naming the file, the first bad byte and `fix`
+    (what the user can do) when it is not UTF-8."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        bad = error.object[error.start]
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is {bad:#04x}); {fix}"
+                        ) from None
+
+
+def read_json_file(path: str | Path, fix: str) -> Any:
+    """The JSON content of `path`; a UserError naming the file, where it is damaged and `fix`
+    when it is not UTF-8 or not JSON."""
+    try:
+        return json.loads(read_text_file(path, fix))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: "
+                        f"{error.msg}); {fix}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

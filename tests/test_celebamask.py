@@ -365,3 +365,34 @@ def test_bad_pose_file(raw: Path, tmp_path: Path) -> None:
     pose_file.write_text("1\nYaw Pitch Raw\n0.jpg 1 2 3\n")
     with pytest.raises(UserError, match="no pose for 5 image"):
         prepare_celebamask(raw, tmp_path / "out", RES)
+
+
+def test_damaged_files_are_one_line_and_exit_code_2(raw: Path, tmp_path: Path) -> None:
+    """A pose file that is not UTF-8, and a prepared dataset whose meta.json is damaged (read
+    by the preparation and by training): one line naming the file and what to do."""
+    pose_file = raw / "CelebAMask-HQ-pose-anno.txt"
+    pose_file.write_bytes(pose_file.read_bytes().replace(b"Yaw", b"Y\xe4w"))
+    args = ("celebamask-hq", "--raw", raw, "--out", tmp_path / "out", "--resolution", RES)
+    bad_pose = _data_cli(*args, "--quiet")
+    assert bad_pose.returncode == 2
+    assert bad_pose.stderr.splitlines() == [
+        f"error: {pose_file}: not UTF-8 text (byte 7 is 0xe4); use the pose file that came "
+        "with these images, or remove it to give every image the frontal camera"]
+    pose_file.unlink()
+    assert _data_cli(*args, "--quiet").returncode == 0
+    meta = tmp_path / "out" / "meta.json"
+    meta.write_text('{"format": ')  # cut short
+    again = _data_cli(*args, "--quiet")
+    assert again.returncode == 2 and again.stderr.splitlines() == [
+        f"error: {meta}: not valid JSON (line 1, column 12: Expecting value); "
+        f"remove {tmp_path / 'out'} and run this command again"]
+    train = subprocess.run(
+        [sys.executable, "-m", "harness.train", "--preset", "smoke", "--run-dir",
+         tmp_path / "run", "--set", f"data.path={tmp_path / 'out'}", "--set",
+         "data.source=celebamask-hq", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 2, train.stderr
+    assert train.stderr.splitlines() == [
+        f"error: {meta}: not valid JSON (line 1, column 12: Expecting value); "
+        "the dataset is damaged: prepare it again"]
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@ checkpoint files (pruning, interrupted writes), one trainer per run directory.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -337,3 +338,23 @@ def test_path_length_step_trains_g_and_keeps_its_running_mean(smoke_overrides) -
     assert plain.path_length_mean == 0
     assert not _states_equal(plain.generator, regularised.generator)
     assert _states_equal(plain.discriminator, regularised.discriminator)  # G's step only
+
+
+def test_a_full_disk_before_the_first_write_is_one_line_and_exit_2(
+    tmp_path: Path, smoke_overrides, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock file's holder line (and any write outside the atomic writes) on a full disk."""
+    import os as os_module
+
+    def no_room(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os_module.strerror(errno.ENOSPC))  # (no file name)
+
+    run = tmp_path / "run"
+    lock = run / ".train.lock"
+    monkeypatch.setattr(os_module, "pwrite", no_room)
+    report_free(monkeypatch, 0)
+    sets = [arg for value in smoke_overrides for arg in ("--set", value)]
+    code, err = _train_cli(["--run-dir", str(run), "--preset", "smoke", *sets], capsys)
+    assert code == 2
+    assert err == f"error: {lock}: no space left on device (0 B free there); {HINT}\n"

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from harness.data.classes import CELEBAMASK_PAINT_ORDER, CLASS_IDS
 from harness.data.prepared import FORMAT_VERSION, PreparedWriter, partial_path, read_meta
 from harness.errors import UserError
+from harness.io import read_json_file, read_text_file
 from models.camera import intrinsics, look_at_origin
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def prepare_celebamask(
         "poses": "none" if poses is None else "hopenet",
     }
     if (out / "meta.json").is_file():
-        meta = json.loads((out / "meta.json").read_text())
+        meta = read_json_file(out / "meta.json", f"remove {out} and run this command again")
         job = {"format": FORMAT_VERSION, "source": SOURCE, "params": params}
         if {key: meta.get(key) for key in job} == job:
             logger.info("%s is already prepared with these settings", out)
@@ -170,7 +171,8 @@ def _stage_and_publish(
 ) -> dict[str, Any]:
     """Decode into `staged` (unless done), then publish it as `out`; returns the metadata."""
     staged_meta = staged / "meta.json"
-    if not (staged_meta.is_file() and json.loads(staged_meta.read_text())["params"] == params):
+    fix = f"remove {staged} and run this command again"
+    if not (staged_meta.is_file() and read_json_file(staged_meta, fix).get("params") == params):
         _decode(raw, staged, indices, poses, params, skip_bad)
     skipped = _read_skipped(staged)
     _check_skipped(skipped, skip_bad)
@@ -200,7 +202,8 @@ def _read_poses(pose_file: Path, indices: list[int]) -> dict[int, tuple[float, f
     Format: the count, a header line `Yaw Pitch Raw`, then `{i}.jpg yaw pitch roll` in degrees.
     """
     poses: dict[int, tuple[float, float]] = {}
-    lines = pose_file.read_text().splitlines()
+    lines = read_text_file(pose_file, "use the pose file that came with these images, or "
+                           "remove it to give every image the frontal camera").splitlines()
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
@@ -376,7 +379,8 @@ def _read_skipped(folder: Path) -> dict[int, tuple[str, str]]:
     skipped_file = folder / "skipped.json"
     if not skipped_file.is_file():
         return {}
-    return {int(key): tuple(value) for key, value in json.loads(skipped_file.read_text()).items()}
+    skipped = read_json_file(skipped_file, f"remove {folder} and run this command again")
+    return {int(key): tuple(value) for key, value in skipped.items()}
 
 
 def _check_skipped(skipped: dict[int, tuple[str, str]], skip_bad: bool) -> None:

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from harness.data.classes import CLASS_NAMES, NUM_CLASSES
 from harness.errors import UserError
+from harness.io import read_json_file
 
 FORMAT_VERSION = "ssgan3d-prepared-v1"
 SPLITS = {"train": 0, "val": 1}
@@ -176,10 +177,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             "`python -m harness.data synthetic --out DIR` or `python -m harness.data "
             "celebamask-hq --raw RAW --out DIR`"
         )
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT_VERSION:
+    meta = read_json_file(meta_file, "the dataset is damaged: prepare it again")
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
         raise UserError(
-            f"{meta_file}: format {meta.get('format')!r}, expected {FORMAT_VERSION!r}; "
+            f"{meta_file}: format {version!r}, expected {FORMAT_VERSION!r}; "
             "prepare the dataset again with this version of the harness"
         )
     return meta

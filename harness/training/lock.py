@@ -36,8 +36,12 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
                 f"{run_dir}: {holder} is training this run directory; wait for it to finish or "
                 f"stop it, or use another --run-dir (its lock: {path})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as error:  # (a full disk: the one-line error names the file)
+            error.filename = str(path)
+            raise
         yield
     finally:
         os.close(fd)
