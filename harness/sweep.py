@@ -14,11 +14,14 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cli import make_parser, run_main
 from harness.config import PRESET_NAMES
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.launch.spec import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,27 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
+def _check_weights(sweep: Sweep) -> None:
+    """Load the weight files the sweep's evaluation needs (Inception, ArcFace, the face
+    detector) before any trial trains, so that a wrong path fails now, in one line, and not
+    in every trial's evaluation hours later."""
+    import torch
+
+    from harness.launch.spec import expand
+    from harness.metrics.suite import choose_models, parse_metrics
+
+    spec = sweep.spec
+    configs = [trial.config for trial in expand(sweep)] or [  # a search: its base config
+        sweep.trial("overrides", {}, spec.seeds[0], "overrides").config]
+    seen = set()
+    for config in configs:
+        key = (config.data.source, config.evaluate.fid_extractor)
+        if key not in seen:
+            seen.add(key)
+            choose_models(config, parse_metrics(spec.metrics), spec.inception_weights,
+                          spec.arcface_onnx, spec.face_detector_onnx, torch.device("cpu"))
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.launch.driver import GridRun, Options, result_rows
     from harness.launch.executors import make_executor
@@ -134,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
                if value}
     if weights:
         sweep = replace(sweep, spec=sweep.spec.model_copy(update=weights))
+    _check_weights(sweep)
     sweep_dir = SweepDir(args.runs_dir, sweep.name)
     options = Options(args.max_parallel, args.retry_failed, args.poll)
     profile = args.profile or sweep.spec.slurm.profile

@@ -214,7 +214,8 @@ def test_only_runs_the_named_trial(tmp_path: Path, fake_stages: None,
 
 
 def test_weight_files_reach_every_trials_evaluation(tmp_path: Path, fake_stages: None) -> None:
-    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS})
+    # (without the id metric: the driver does not load these made-up paths before starting)
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS}, metrics=["fid"])
     runs = tmp_path / "runs"
     first, _ = (t.trial_id for t in expand(load_sweep(path)))
     assert sweep_cli(str(path), "--runs-dir", str(runs), "--only", first, "--arcface-onnx",
@@ -222,6 +223,24 @@ def test_weight_files_reach_every_trials_evaluation(tmp_path: Path, fake_stages:
     asked = json.loads((SweepDir(runs, "demo").run_dir(first) / "evaluation.json").read_text())
     assert asked["arcface_onnx"] == "/w/arcface.onnx"
     assert asked["face_detector_onnx"] == "/w/det.onnx"
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_weight_file_that_is_wrong_fails_before_any_trial_starts(
+    tmp_path: Path, fake_stages: None, capsys: pytest.CaptureFixture[str], dry_run: bool
+) -> None:
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS}, metrics=["fid"],
+                       overrides={"evaluate.fid_extractor": "inception-v3-compat"})
+    bad = tmp_path / "inception.pth"
+    bad.write_text("not weights")
+    runs = tmp_path / "runs"
+    argv = [str(path), "--runs-dir", str(runs), "--inception-weights", str(bad)]
+    assert sweep_cli(*argv, *(["--dry-run"] if dry_run else [])) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {bad}: not Inception weights (not a torch file of tensors); FID/KID need "
+        "torch-fidelity's weights-inception-2015-12-05-6726825d.pth: pass --inception-weights "
+        "PATH to that file"]
+    assert not runs.exists()
 
 
 def test_failed_trials_run_again_only_with_retry_failed(

@@ -146,11 +146,26 @@ def plan_evaluation(
     loaded = load_generator(run_dir, torch_device, snapshot)
     config = _with_overrides(loaded.config, overrides)
     counts = sample_counts(config, num_samples)
+    extractor, embedder = choose_models(config, chosen, inception_weights, arcface_onnx,
+                                        face_detector_onnx, torch_device)
+    return Plan(run_dir, loaded, config, chosen, counts, seed, extractor, embedder)
+
+
+def choose_models(
+    config: ExperimentConfig,
+    chosen: Sequence[str],
+    inception_weights: str | Path | None,
+    arcface_onnx: str | Path | None,
+    face_detector_onnx: str | Path | None,
+    device: torch.device,
+) -> tuple[tuple[str, Path | None] | None, Embedder | None]:
+    """The FID feature extractor and the identity embedder that the `chosen` metrics need for
+    `config` (None where none is needed); a UserError for a missing or wrong weight file."""
     extractor = (choose_extractor(config, inception_weights)
                  if {"fid", "kid"} & set(chosen) else None)
-    embedder = (choose_embedder(config, arcface_onnx, torch_device, face_detector_onnx)
+    embedder = (choose_embedder(config, arcface_onnx, device, face_detector_onnx)
                 if "id" in chosen else None)
-    return Plan(run_dir, loaded, config, chosen, counts, seed, extractor, embedder)
+    return extractor, embedder
 
 
 def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
