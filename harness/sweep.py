@@ -122,12 +122,13 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
-def _check_weights(sweep: Sweep) -> None:
-    """Load the weight files the sweep's evaluation needs (Inception, ArcFace, the face
-    detector) before any trial trains, so that a wrong path fails now, in one line, and not
-    in every trial's evaluation hours later."""
+def _preflight(sweep: Sweep) -> None:
+    """Check the sweep's data folder and load the weight files its evaluation needs
+    (Inception, ArcFace, the face detector) before anything is written or trained, so that a
+    wrong path fails now, in one line, and not in every trial, hours later."""
     import torch
 
+    from harness.data.loading import check_data
     from harness.launch.spec import expand
     from harness.metrics.suite import choose_models, parse_metrics
 
@@ -136,9 +137,11 @@ def _check_weights(sweep: Sweep) -> None:
         sweep.trial("overrides", {}, spec.seeds[0], "overrides").config]
     seen = set()
     for config in configs:
-        key = (config.data.source, config.evaluate.fid_extractor)
+        key = (config.data.model_dump_json(), config.model.resolution,
+               config.evaluate.fid_extractor)
         if key not in seen:
             seen.add(key)
+            check_data(config.data, config.model.resolution)
             choose_models(config, parse_metrics(spec.metrics), spec.inception_weights,
                           spec.arcface_onnx, spec.face_detector_onnx, torch.device("cpu"))
 
@@ -158,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
                if value}
     if weights:
         sweep = replace(sweep, spec=sweep.spec.model_copy(update=weights))
-    _check_weights(sweep)
+    _preflight(sweep)
     sweep_dir = SweepDir(args.runs_dir, sweep.name)
     options = Options(args.max_parallel, args.retry_failed, args.poll)
     profile = args.profile or sweep.spec.slurm.profile

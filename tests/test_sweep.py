@@ -226,6 +226,22 @@ def test_weight_files_reach_every_trials_evaluation(tmp_path: Path, fake_stages:
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
+def test_a_missing_data_folder_fails_before_anything_is_written(
+    tmp_path: Path, fake_stages: None, capsys: pytest.CaptureFixture[str], dry_run: bool
+) -> None:
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS}, metrics=["views"])
+    runs, missing = tmp_path / "runs", tmp_path / "CelebAMask-HQ"
+    argv = [str(path), "--runs-dir", str(runs), "--data", f"celebamask-hq={missing}"]
+    assert sweep_cli(*argv, *(["--dry-run"] if dry_run else [])) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: data.path {missing}: folder not found; give the CelebAMask-HQ folder"]
+    missing.mkdir()  # a folder, but not CelebAMask-HQ's
+    assert sweep_cli(*argv, *(["--dry-run"] if dry_run else [])) == 2
+    assert "CelebA-HQ-img not found: --raw must be" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
 def test_a_weight_file_that_is_wrong_fails_before_any_trial_starts(
     tmp_path: Path, fake_stages: None, capsys: pytest.CaptureFixture[str], dry_run: bool
 ) -> None:

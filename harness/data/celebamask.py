@@ -95,6 +95,23 @@ class _BadFile(Exception):
         self.reason = reason
 
 
+def check_raw(raw: Path, resolution: int) -> None:
+    """A UserError unless `raw` looks like the unpacked CelebAMask-HQ folder and `resolution`
+    is supported (what can be known without reading the images)."""
+    if not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0):
+        raise UserError(
+            f"resolution {resolution} is not supported: use a power of two between "
+            f"{MIN_RESOLUTION} and {MAX_RESOLUTION}"
+        )
+    for folder in (IMAGE_DIR, MASK_DIR):
+        if not (raw / folder).is_dir():
+            raise UserError(
+                f"{raw / folder} not found: --raw must be the unpacked CelebAMask-HQ folder "
+                f"holding {IMAGE_DIR}/{{i}}.jpg and {MASK_DIR}/{{i//2000}}/{{i:05d}}_{{part}}.png "
+                f"(and optionally {POSE_FILE})"
+            )
+
+
 def prepare_celebamask(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -110,20 +127,9 @@ def prepare_celebamask(
     interrupted run, and is a no-op once `out_dir` holds the same job (raw folder, resolution,
     val_start, images, poses).
     """
-    if not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION and resolution & (resolution - 1) == 0):
-        raise UserError(
-            f"resolution {resolution} is not supported: use a power of two between "
-            f"{MIN_RESOLUTION} and {MAX_RESOLUTION}"
-        )
     raw = Path(raw_dir)
     out = Path(out_dir)
-    for folder in (IMAGE_DIR, MASK_DIR):
-        if not (raw / folder).is_dir():
-            raise UserError(
-                f"{raw / folder} not found: --raw must be the unpacked CelebAMask-HQ folder "
-                f"holding {IMAGE_DIR}/{{i}}.jpg and {MASK_DIR}/{{i//2000}}/{{i:05d}}_{{part}}.png "
-                f"(and optionally {POSE_FILE})"
-            )
+    check_raw(raw, resolution)
     indices = _image_indices(raw / IMAGE_DIR)
     poses = _read_poses(raw / POSE_FILE, indices) if (raw / POSE_FILE).is_file() else None
     params = {

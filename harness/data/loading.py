@@ -19,15 +19,11 @@ def cache_root(data: DataConfig) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ssgan3d-harness"
 
 
-def prepared_dataset_dir(data: DataConfig, resolution: int) -> Path:
-    """The prepared dataset for `data` at `resolution`, creating it on first use."""
+def check_data(data: DataConfig, resolution: int) -> None:
+    """A UserError when `data` cannot give a dataset at `resolution`, as far as can be known
+    without preparing it (a missing folder, a prepared folder at another resolution)."""
     if data.source == "synthetic":
-        from harness.data.synthetic import ensure_synthetic
-
-        return ensure_synthetic(
-            identities=data.identities, views=data.views, resolution=resolution,
-            seed=data.seed, cache_dir=cache_root(data) / "synthetic",
-        )
+        return
     path = Path(str(data.path)).expanduser()
     if (path / "meta.json").is_file():
         meta = read_meta(path)
@@ -37,9 +33,27 @@ def prepared_dataset_dir(data: DataConfig, resolution: int) -> Path:
                 f"renders {resolution}x{resolution}; point data.path at the raw CelebAMask-HQ "
                 "folder (it is prepared once per resolution) or at a matching prepared folder"
             )
-        return path
+        return
     if not path.is_dir():
         raise UserError(f"data.path {path}: folder not found; give the CelebAMask-HQ folder")
+    from harness.data.celebamask import check_raw
+
+    check_raw(path, resolution)
+
+
+def prepared_dataset_dir(data: DataConfig, resolution: int) -> Path:
+    """The prepared dataset for `data` at `resolution`, creating it on first use."""
+    if data.source == "synthetic":
+        from harness.data.synthetic import ensure_synthetic
+
+        return ensure_synthetic(
+            identities=data.identities, views=data.views, resolution=resolution,
+            seed=data.seed, cache_dir=cache_root(data) / "synthetic",
+        )
+    check_data(data, resolution)
+    path = Path(str(data.path)).expanduser()
+    if (path / "meta.json").is_file():
+        return path
     from harness.data.celebamask import prepare_celebamask
 
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
