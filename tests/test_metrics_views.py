@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.data.synthetic import ensure_synthetic, render, sample_identity, stack_scenes
+from harness.data.synthetic import ensure_synthetic
+from harness.data.synthetic_render import render
+from harness.data.synthetic_scenes import sample_identity, stack_scenes
 from harness.metrics.views import consistency, evaluate_views, warp, z_depth
 from models.camera import CameraPrior, intrinsics, look_at_origin, pixel_rays
 from models.registry import get_model
