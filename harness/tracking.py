@@ -26,20 +26,15 @@ from typing import Any
 
 from harness.config import ExperimentConfig, TrackingConfig, config_to_dict, flatten
 from harness.io import atomic_write_text
+from harness.metrics import registry as metric_registry
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id"
 TRIAL_FILE = "trial.json"  # written by the sweep driver (harness/launch/state.py)
 # W&B summaries of evaluation metrics (keys of metrics.json, as harness.evaluate logs them):
-# the best value over a run's history, e.g. min FID and max identity consistency.
-METRIC_GOALS = {
-    "fid": "minimize",
-    "kid": "minimize",
-    "id_consistency": "maximize",
-    "view/photometric_l1": "minimize",
-    "view/mask_miou": "maximize",
-}
+# the best value over a run's history (min FID, max identity consistency, ...).
+METRIC_GOALS = metric_registry.goals()
 
 
 def resolve_mode(tracking: TrackingConfig) -> str:
@@ -125,8 +120,7 @@ class Tracker:
         self.run.define_metric("iteration")
         self.run.define_metric("train/*", step_metric="iteration")
         for key, goal in METRIC_GOALS.items():
-            self.run.define_metric(key, step_metric="iteration",
-                                   summary="min" if goal == "minimize" else "max")
+            self.run.define_metric(key, step_metric="iteration", summary=goal)
         log.info("W&B %s run %s in %s", mode, self.run.id, wandb_dir)
 
     def _call(self, action: Callable[[Any], Any]) -> None:

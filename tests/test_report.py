@@ -422,9 +422,9 @@ fenerf,,,,,,,,,,,,
 |---|---|---:|---:|---|---|---|
 | model.relative_depth=False | KID×100 (decides) | 1 | +0.800 (n=1, untested) | — | — | untested (n<2) |
 | model.relative_depth=False | FID | 1 | +10.00 (n=1, untested) | — | — | untested (n<2) |
+| model.relative_depth=False | ID | 1 | -0.110 (n=1, untested) | — | — | untested (n<2) |
 | model.relative_depth=False | view L1 | 1 | +0.0400 (n=1, untested) | — | — | untested (n<2) |
 | model.relative_depth=False | mask mIoU | 1 | -0.110 (n=1, untested) | — | — | untested (n<2) |
-| model.relative_depth=False | ID | 1 | -0.110 (n=1, untested) | — | — | untested (n<2) |
 | model.mask_nerf_weights=False | — | 0 | — | — | — | no results |
 | model.lifting.alpha=2.0, model.lifting.function=inverse_abs | KID×100 (decides) | 1 | +0.400 (n=1, untested) | — | — | untested (n<2) |
 | model.lifting.alpha=2.0, model.lifting.function=inverse_abs | FID | 1 | +5.00 (n=1, untested) | — | — | untested (n<2) |
@@ -442,9 +442,9 @@ fenerf,,,,,,,,,,,,
 arm,reference,metric,scale,n_pairs,difference,ci_low,ci_high,p_value,significant,detectable,deciding
 model.relative_depth=False,default,kid,100,1,0.8,,,,,,True
 model.relative_depth=False,default,fid,1,1,10,,,,,,False
+model.relative_depth=False,default,id_consistency,1,1,-0.11,,,,,,False
 model.relative_depth=False,default,view/photometric_l1,1,1,0.04,,,,,,False
 model.relative_depth=False,default,view/mask_miou,1,1,-0.11,,,,,,False
-model.relative_depth=False,default,id_consistency,1,1,-0.11,,,,,,False
 model.mask_nerf_weights=False,default,,,0,,,,,,,
 "model.lifting.alpha=2.0, model.lifting.function=inverse_abs",default,kid,100,1,0.4,,,,,,True
 "model.lifting.alpha=2.0, model.lifting.function=inverse_abs",default,fid,1,1,5,,,,,,False
@@ -463,14 +463,14 @@ model.name=fenerf,default,fid,1,1,30,,,,,,False
 |---|---|---:|---:|---:|---:|---:|---:|
 | default | KID×100 | 2 | 1.300 | 0.141 [0.063, 4.513] | 0.434 | 0.286 | 0.187 |
 | default | FID | 2 | 21.00 | 1.41 [0.63, 45.13] | 4.34 | 2.86 | 1.87 |
+| default | ID | 2 | 0.620 | 0.014 [0.006, 0.451] | 0.043 | 0.029 | 0.019 |
 | default | view L1 | 2 | 0.0600 | 0.0141 [0.0063, 0.4513] | 0.0434 | 0.0286 | 0.0187 |
 | default | mask mIoU | 2 | 0.720 | 0.014 [0.006, 0.451] | 0.043 | 0.029 | 0.019 |
-| default | ID | 2 | 0.620 | 0.014 [0.006, 0.451] | 0.043 | 0.029 | 0.019 |
 | model.relative_depth=False | KID×100 | 1 | 2.000 | — | — | — | — |
 | model.relative_depth=False | FID | 1 | 30.00 | — | — | — | — |
+| model.relative_depth=False | ID | 1 | 0.500 | — | — | — | — |
 | model.relative_depth=False | view L1 | 1 | 0.0900 | — | — | — | — |
 | model.relative_depth=False | mask mIoU | 1 | 0.600 | — | — | — | — |
-| model.relative_depth=False | ID | 1 | 0.500 | — | — | — | — |
 | model.lifting.alpha=2.0, model.lifting.function=inverse_abs | KID×100 | 1 | 1.600 | — | — | — | — |
 | model.lifting.alpha=2.0, model.lifting.function=inverse_abs | FID | 1 | 25.00 | — | — | — | — |
 | model.lifting.alpha=2.0, model.lifting.function=inverse_abs | ID | 1 | 0.580 | — | — | — | — |

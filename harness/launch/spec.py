@@ -33,12 +33,11 @@ from harness.config import (
     unflatten,
 )
 from harness.errors import UserError
+from harness.metrics import registry as metric_registry
 from models.config import Schema
 
-# Metric groups `harness.evaluate.evaluate_run(metrics=...)` computes (contract 1): the
-# names of harness.metrics.suite.METRICS, repeated to keep spec parsing free of torch (a test
-# checks they agree).
-METRIC_GROUPS = ("fid", "kid", "id", "disentangle", "views", "classes")
+# Metric groups `harness.evaluate.evaluate_run(metrics=...)` computes (contract 1).
+METRIC_GROUPS = metric_registry.names()
 # Report tables and figures a sweep may ask for (contract 3).
 REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identity",
                  "differences", "claims", "noise_floor")
@@ -263,12 +262,9 @@ class SweepSpec(Schema):
 def metric_group(key: str) -> str:
     """The evaluation group that produces a key of metrics.json (fid -> fid, id_consistency
     -> id, d_mean/... -> disentangle, view/... -> views, mask/... -> classes)."""
-    groups = {"fid": "fid", "kid": "kid", "id_consistency": "id", "d_mean": "disentangle",
-              "view": "views", "mask": "classes"}
-    head = key.split("/")[0]
-    for prefix, group in groups.items():
-        if head == prefix or head.startswith(prefix + "_"):
-            return group
+    group = metric_registry.metric_of(key)
+    if group is not None:
+        return group
     raise ValueError(f"objective metric {key!r} is not a key of metrics.json (e.g. fid, kid, "
                      "id_consistency, view/mask_miou, d_mean/mouth@frontal, mask/class_tv)")
 

@@ -12,6 +12,8 @@ metrics.json keys: `mask/class_tv`, and `mask/class_freq/<class>` (generated) be
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -19,8 +21,10 @@ from harness.config import ExperimentConfig
 from harness.data.classes import CLASS_NAMES, NUM_CLASSES
 from harness.data.loading import prepared_dataset_dir
 from harness.metrics.generation import (
+    MetricContext,
     MetricResult,
     batches,
+    camera_sampler,
     device_of,
     labels,
     latents,
@@ -76,3 +80,18 @@ def evaluate_class_frequencies(generator: torch.nn.Module, config: ExperimentCon
     values |= {f"mask/class_freq_data/{name}": float(data[k])
                for k, name in enumerate(CLASS_NAMES)}
     return MetricResult(values, num_samples=count, images=count)
+
+
+def run(context: MetricContext) -> MetricResult:
+    """Class frequencies of the context's generator (registry entry)."""
+    return evaluate_class_frequencies(context.generator, context.config,
+                                      camera_sampler(context.config), context.count,
+                                      context.seed, context.config.evaluate.batch_size)
+
+
+def lines(values: dict[str, Any]) -> list[str]:
+    """The class-frequency line of the CLI summary."""
+    if values.get("mask/class_tv") is None:
+        return []
+    return [f"mask classes: TV distance to the data's class frequencies = "
+            f"{values['mask/class_tv']:.3f}"]

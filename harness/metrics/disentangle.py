@@ -19,10 +19,13 @@ drawn from the prior per sample.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from harness.data.classes import CLASS_IDS
 from harness.metrics.generation import (
+    MetricContext,
     MetricResult,
     batches,
     device_of,
@@ -153,3 +156,28 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, float]:
             values[f"d_mean/{part}@{view}"] = float(full.mean())
             values[f"d_mean_masked/{part}@{view}"] = float(masked.nanmean())
     return values
+
+
+def run(context: MetricContext) -> MetricResult:
+    """D_mean of the context's generator (registry entry), with the `evaluate.*` settings."""
+    cfg = context.config.evaluate
+    return evaluate_disentanglement(context.generator, context.count, context.seed,
+                                    cfg.batch_size, cfg.edit_what, cfg.difference_maps,
+                                    cfg.masked_d_mean, cfg.edit_region)
+
+
+def lines(values: dict[str, Any]) -> list[str]:
+    """The D_mean table of the CLI summary: a row per part, two columns per view."""
+    if not any(key.startswith("d_mean/") for key in values):
+        return []
+
+    def cell(key: str) -> str:
+        value = values.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    out = [f"{'part':<8}" + "".join(f"{f'D_mean@{v}':>16}{f'masked@{v}':>16}" for v in VIEWS)]
+    for part in PARTS:
+        out.append(f"{part:<8}" + "".join(
+            f"{cell(f'd_mean/{part}@{v}'):>16}{cell(f'd_mean_masked/{part}@{v}'):>16}"
+            for v in VIEWS))
+    return out

@@ -41,8 +41,10 @@ from harness.metrics.extractors.synthface import (
 )
 from harness.metrics.generation import (
     CameraSampler,
+    MetricContext,
     MetricResult,
     batches,
+    camera_sampler,
     device_of,
     latents,
     render,
@@ -279,3 +281,26 @@ def evaluate_fid(
     values |= {"fid_extractor": extractor, "fid_real_images": len(real["features"]),
                "fid_real_cached": cached, "fid_cameras": config.evaluate.cameras}
     return MetricResult(values, num_samples=count, images=count)
+
+
+def run(context: MetricContext) -> MetricResult:
+    """FID and KID of the context's generator (registry entry of both)."""
+    name, weights = context.extractor
+    return evaluate_fid(context.generator, context.config, camera_sampler(context.config),
+                        context.count, context.seed, name, weights)
+
+
+def lines(values: dict[str, Any]) -> list[str]:
+    """FID's line of the CLI summary."""
+    if values.get("fid") is None:
+        return []
+    return [f"FID ({display_name(str(values.get('fid_extractor', '')))}) = {values['fid']:.4g}  "
+            f"[{values['num_samples/fid']} generated vs {values['fid_real_images']} real images]"]
+
+
+def kid_lines(values: dict[str, Any]) -> list[str]:
+    """KID's line of the CLI summary."""
+    if values.get("kid") is None:
+        return []
+    extractor = display_name(str(values.get("fid_extractor", "")))
+    return [f"KID ({extractor}) = {values['kid']:.4g} +- {values['kid_std']:.2g}"]

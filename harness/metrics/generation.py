@@ -39,6 +39,18 @@ class MetricResult:
     artifacts: dict[str, Any] = field(default_factory=dict)  # per-sample tables, maps, ...
 
 
+@dataclass
+class MetricContext:
+    """What a registered metric's `run` gets (harness.metrics.registry)."""
+
+    generator: torch.nn.Module
+    config: ExperimentConfig
+    count: int  # samples to measure
+    seed: int  # of the metric's latent and camera streams
+    extractor: tuple[str, Any] | None = None  # FID/KID feature extractor name and weights
+    embedder: Any = None  # identity embedder (harness.metrics.identity.Embedder)
+
+
 def streams(seed: int, metric: str) -> tuple[torch.Generator, torch.Generator]:
     """Two independent CPU random streams (latents, cameras) of one metric."""
     key = (seed * 1_000_003 + zlib.crc32(metric.encode())) * 2

@@ -29,7 +29,7 @@ vectors:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from harness.errors import UserError
 from harness.metrics.extractors.synthface import NAME as SYNTHFACE
 from harness.metrics.extractors.synthface import load_synthface
 from harness.metrics.generation import (
+    MetricContext,
     MetricResult,
     batches,
     device_of,
@@ -300,3 +301,23 @@ def evaluate_identity(
         values["id_unaligned"] = 2 * count - aligned
         values["id_aligned_fraction"] = aligned / (2 * count)
     return MetricResult(values, num_samples=count, images=2 * count)
+
+
+def run(context: MetricContext) -> MetricResult:
+    """Identity consistency of the context's generator (registry entry)."""
+    return evaluate_identity(context.generator, context.embedder, context.count, context.seed,
+                             context.config.evaluate.batch_size)
+
+
+def lines(values: dict[str, Any]) -> list[str]:
+    """The identity metric's lines of the CLI summary."""
+    if values.get("id_consistency") is None:
+        return []
+    out = [f"ID consistency ({values['id_model']}) = {values['id_consistency']:.4f} "
+           f"+- {values['id_consistency_std']:.4f}"]
+    if values.get("id_crop_method"):
+        aligned = values.get("id_aligned_fraction")
+        out.append(f"  faces: {values['id_crop_method']}" + (
+            "" if aligned is None else f", {aligned:.0%} aligned ({values['id_unaligned']} "
+            "without a detected face: centre crop)"))
+    return out

@@ -26,25 +26,18 @@ import torch
 from harness.config import ExperimentConfig, config_to_dict, resolve_config
 from harness.errors import UserError
 from harness.io import atomic_write, atomic_write_json, atomic_write_text
-from harness.metrics.classes import evaluate_class_frequencies
-from harness.metrics.disentangle import MAP_SAMPLE_AXIS, PARTS, VIEWS, evaluate_disentanglement
-from harness.metrics.fid import choose_extractor, display_name, evaluate_fid
-from harness.metrics.generation import (
-    MetricResult,
-    Stopwatch,
-    camera_sampler,
-    keep_freed_memory,
-)
-from harness.metrics.identity import Embedder, choose_embedder, evaluate_identity
-from harness.metrics.views import evaluate_views
+from harness.metrics import registry
+from harness.metrics.disentangle import MAP_SAMPLE_AXIS, PARTS, VIEWS
+from harness.metrics.fid import choose_extractor
+from harness.metrics.generation import MetricContext, MetricResult, Stopwatch, keep_freed_memory
+from harness.metrics.identity import Embedder, choose_embedder
 from harness.reproducibility import apply_reproducibility
 from harness.training.checkpoint import LoadedGenerator, load_generator
 from harness.training.loop import resolve_device
 
 log = logging.getLogger(__name__)
 
-# the default set, in running order
-METRICS = ("fid", "kid", "id", "disentangle", "views", "classes")
+METRICS = registry.names(default_only=True)  # the default set, in running order
 METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
 # Per-sample disentanglement rows: the columns of eval/disentangle.csv and of the W&B table.
@@ -91,22 +84,20 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
         return list(METRICS)
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     names = [name.strip() for name in names if name.strip()]
-    unknown = [name for name in names if name not in METRICS] or ([] if names else ["(none)"])
+    known = registry.names()
+    unknown = [name for name in names if name not in known] or ([] if names else ["(none)"])
     if unknown:
         raise UserError(f"--metrics {','.join(names)}: unknown metric {unknown[0]!r}; choose "
-                        f"from {','.join(METRICS)}")
-    return [name for name in METRICS if name in names]
+                        f"from {','.join(known)}")
+    return [name for name in known if name in names]
 
 
 def sample_counts(config: ExperimentConfig, num_samples: int | None) -> dict[str, int]:
     """Samples per metric: `num_samples` for every metric, else the preset's counts."""
     if num_samples is not None and num_samples < 2:
         raise UserError(f"--num-samples {num_samples}: need at least 2 samples per metric")
-    cfg = config.evaluate
-    counts = {"fid": cfg.fid_samples, "kid": cfg.fid_samples, "id": cfg.id_samples,
-              "disentangle": cfg.disentangle_samples, "views": cfg.view_samples,
-              "classes": cfg.class_samples}
-    return {name: num_samples or count for name, count in counts.items()}
+    return {name: num_samples or getattr(config.evaluate, registry.get(name).samples)
+            for name in registry.names()}
 
 
 def _with_overrides(config: ExperimentConfig, overrides: Sequence[str] | None
@@ -170,38 +161,24 @@ def choose_models(
 
 def run_plan(plan: Plan, track: bool | None = None) -> dict[str, Any]:
     """Run the planned metrics; write metrics.json and the eval/ files; log to W&B."""
-    g, cfg, seed = plan.loaded.generator, plan.config.evaluate, plan.seed
+    g = plan.loaded.generator
     apply_reproducibility(plan.config.train.threads, plan.config.train.deterministic)
     results: dict[str, MetricResult] = {}
     device = next(g.parameters()).device
     if device.type == "cpu":
         keep_freed_memory()
-    for metric in plan.metrics:
-        if metric == "kid" and "fid" in results:
-            results["kid"] = results["fid"]  # one set of generated images serves both
+    for name in plan.metrics:
+        metric = registry.get(name)
+        if metric.shares in results:
+            results[name] = results[metric.shares]  # one computation serves both (KID, FID)
             continue
-        log.info("evaluating %s on %d samples", metric, plan.counts[metric])
+        log.info("evaluating %s on %d samples", name, plan.counts[name])
+        context = MetricContext(g, plan.config, plan.counts[name], plan.seed, plan.extractor,
+                                plan.embedder)
         with Stopwatch(device) as watch:
-            if metric in ("fid", "kid"):
-                name, weights = plan.extractor
-                result = evaluate_fid(g, plan.config, camera_sampler(plan.config),
-                                      plan.counts[metric], seed, name, weights)
-            elif metric == "id":
-                result = evaluate_identity(g, plan.embedder, plan.counts["id"], seed,
-                                           cfg.batch_size)
-            elif metric == "disentangle":
-                result = evaluate_disentanglement(g, plan.counts["disentangle"], seed,
-                                                  cfg.batch_size, cfg.edit_what,
-                                                  cfg.difference_maps, cfg.masked_d_mean,
-                                                  cfg.edit_region)
-            elif metric == "views":
-                result = evaluate_views(g, plan.counts["views"], seed, cfg.batch_size)
-            else:
-                result = evaluate_class_frequencies(g, plan.config, camera_sampler(plan.config),
-                                                    plan.counts["classes"], seed,
-                                                    cfg.batch_size)
+            result = registry.function(metric.run)(context)
         result.seconds = watch.seconds
-        results[metric] = result
+        results[name] = result
     values = _collect(plan, results)
     values = _write(plan, values, results.get("disentangle"))
     _track(plan, values, results.get("disentangle"), track)
@@ -221,13 +198,9 @@ def _collect(plan: Plan, results: dict[str, MetricResult]) -> dict[str, Any]:
         values[f"seconds/{metric}"] = round(result.seconds, 3)
         values[f"images_per_second/{metric}"] = round(result.images / max(result.seconds, 1e-9),
                                                       2)
-    # FID and KID come from one computation: keep only what was asked for.
-    unasked = {"fid": ("fid",), "kid": ("kid", "kid_std")}
-    for metric, keys in unasked.items():
-        if metric not in results:
-            for key in keys:
-                values.pop(key, None)
-    return values
+    # A shared computation (FID and KID) writes both metrics' keys: keep what was asked for.
+    return {key: value for key, value in values.items()
+            if registry.metric_of(key) in (*results, None)}
 
 
 def _relative(path: Path, root: Path) -> Path:
@@ -364,55 +337,12 @@ def format_results(values: dict[str, Any], metrics: Sequence[str] = METRICS) -> 
     lines = [f"checkpoint {values['checkpoint']} (iteration {values['iteration']}, "
              f"seed {values['seed']})"]
     values = {key: value for key, value in values.items()
-              if _metric_of(key) in (*metrics, None)}
-    extractor = display_name(str(values.get("fid_extractor", "")))
-    if values.get("fid") is not None:
-        lines.append(f"FID ({extractor}) = {values['fid']:.4g}  "
-                     f"[{values['num_samples/fid']} generated vs {values['fid_real_images']} "
-                     "real images]")
-    if values.get("kid") is not None:
-        lines.append(f"KID ({extractor}) = {values['kid']:.4g} +- {values['kid_std']:.2g}")
-    if values.get("id_consistency") is not None:
-        lines.append(f"ID consistency ({values['id_model']}) = {values['id_consistency']:.4f} "
-                     f"+- {values['id_consistency_std']:.4f}")
-        if values.get("id_crop_method"):
-            aligned = values.get("id_aligned_fraction")
-            lines.append(f"  faces: {values['id_crop_method']}" + (
-                "" if aligned is None else f", {aligned:.0%} aligned ({values['id_unaligned']} "
-                "without a detected face: centre crop)"))
-    if any(key.startswith("d_mean/") for key in values):
-        lines.append(f"{'part':<8}" + "".join(f"{f'D_mean@{v}':>16}{f'masked@{v}':>16}"
-                                              for v in VIEWS))
-        for part in PARTS:
-            lines.append(f"{part:<8}" + "".join(
-                f"{_fmt(values.get(f'd_mean/{part}@{v}')):>16}"
-                f"{_fmt(values.get(f'd_mean_masked/{part}@{v}')):>16}" for v in VIEWS))
-    if values.get("view/photometric_l1") is not None:
-        lines.append(f"view consistency: photometric L1 = {values['view/photometric_l1']:.4f}, "
-                     f"mask mIoU = {_fmt(values.get('view/mask_miou'))}")
-    elif values.get("view/not_applicable"):
-        lines.append(f"view consistency: not applicable ({values['view/not_applicable']})")
-    if values.get("mask/class_tv") is not None:
-        lines.append(f"mask classes: TV distance to the data's class frequencies = "
-                     f"{values['mask/class_tv']:.3f}")
-    for metric in METRICS:
+              if registry.metric_of(key) in (*metrics, None)}
+    for metric in registry.names():
+        lines += registry.function(registry.get(metric).lines)(values)
+    for metric in registry.names():
         if f"seconds/{metric}" in values:
             lines.append(f"  {metric}: {values[f'num_samples/{metric}']} samples, "
                          f"{values[f'seconds/{metric}']:.1f} s, "
                          f"{values[f'images_per_second/{metric}']:.1f} images/s")
     return "\n".join(lines)
-
-
-def _metric_of(key: str) -> str | None:
-    """Which metric a metrics.json key belongs to (None: shared)."""
-    head, _, tail = key.partition("/")
-    if head in ("num_samples", "seconds", "images_per_second"):
-        return tail
-    if key in ("fid", "kid", "kid_std"):
-        return key[:3]
-    prefixes = {"id_": "id", "d_mean": "disentangle", "view/": "views", "mask/": "classes"}
-    return next((metric for prefix, metric in prefixes.items() if key.startswith(prefix)), None)
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from harness.data.classes import CLASS_IDS, NUM_CLASSES
 from harness.metrics.generation import (
+    MetricContext,
     MetricResult,
     batches,
     device_of,
@@ -183,3 +185,20 @@ def evaluate_views(generator: torch.nn.Module, count: int, seed: int, batch_size
     values = {"view/photometric_l1": float(torch.cat(errors).double().nanmean()),
               "view/mask_miou": float(torch.cat(ious).nanmean())}
     return MetricResult(values, num_samples=count, images=2 * count)
+
+
+def run(context: MetricContext) -> MetricResult:
+    """View consistency of the context's generator (registry entry)."""
+    return evaluate_views(context.generator, context.count, context.seed,
+                          context.config.evaluate.batch_size)
+
+
+def lines(values: dict[str, Any]) -> list[str]:
+    """View consistency's line of the CLI summary."""
+    if values.get("view/photometric_l1") is not None:
+        miou = values.get("view/mask_miou")
+        return [f"view consistency: photometric L1 = {values['view/photometric_l1']:.4f}, "
+                f"mask mIoU = {'n/a' if miou is None else f'{miou:.4f}'}"]
+    if values.get("view/not_applicable"):
+        return [f"view consistency: not applicable ({values['view/not_applicable']})"]
+    return []

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.launch.spec import ID_IGNORED
+from harness.metrics import registry as metric_registry
 from harness.report import references as ref
 from harness.report import statistics as st
 from harness.report.sources import SweepData, cell, number
@@ -38,18 +39,16 @@ SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 # values null, harness.metrics.views), and what the group is called in a footnote.
 NOT_APPLICABLE = {"view": "view consistency"}
 FID_REF = f"FID ({ref.SSGAN3D_LABEL})"
-KID_SCALE = 100  # KID is shown x100, the scale of the published KIDs (IDE-3D's, from FENeRF)
-KID = "KID×100"
+# KID is shown x100, the scale of the published KIDs (IDE-3D's, from FENeRF)
+_KID_COLUMN = metric_registry.get("kid").columns["kid"]
+KID_SCALE, KID = _KID_COLUMN.scale, _KID_COLUMN.label
 # Metrics compared between arms, their display (name, format, scale) and goal (lower or
 # higher is better). KID decides significance: it is unbiased at any sample count, while FID
 # at a few thousand samples is biased upward by an amount that depends on the model (Chong &
 # Forsyth 2020, "Effectively Unbiased FID").
-COMPARED = {"kid": (KID, ".3f", KID_SCALE, "min"), "fid": ("FID", ".2f", 1, "min"),
-            "view/photometric_l1": ("view L1", ".4f", 1, "min"),
-            "view/mask_miou": ("mask mIoU", ".3f", 1, "max"),
-            "mask/class_tv": ("class TV", ".4f", 1, "min"),
-            "id_consistency": ("ID", ".3f", 1, "max")}
 DECIDING = "kid"
+COMPARED = {key: (column.label, column.fmt, column.scale, goal) for key, (column, goal) in
+            sorted(metric_registry.columns().items(), key=lambda item: item[0] != DECIDING)}
 STATISTICS_TEXT = (f"cells: mean [{st.CI_LEVEL:.0%} interval] over the n seeds of a row "
                    f"({st.METHOD}); n=1: one run, no interval")
 
