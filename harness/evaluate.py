@@ -28,6 +28,7 @@ import argparse
 import sys
 
 from harness.cli import make_parser, run_main
+from harness.metrics import registry
 from harness.metrics.suite import METRICS, evaluate_run
 
 __all__ = ["build_parser", "evaluate_run", "main"]
@@ -37,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of `python -m harness.evaluate`."""
     parser = make_parser("python -m harness.evaluate", __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a trained run directory")
-    parser.add_argument("--metrics", default=",".join(METRICS),
-                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--metrics", default=",".join(METRICS), help=(
+        f"comma-separated metrics (default: {','.join(METRICS)}): " + "; ".join(
+            f"{name}: {registry.get(name).summary}" for name in registry.names())))
     parser.add_argument("--num-samples", type=int, metavar="N",
                         help="samples for every metric (default: the preset's evaluate counts; "
                              "paper: 50,000 for FID, 1,024 for id, 1,000 for disentangle)")

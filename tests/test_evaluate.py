@@ -262,3 +262,17 @@ def test_the_same_command_gives_the_same_numbers(run_dir: Path, tmp_path: Path) 
          if not key.startswith(timing)}
         for path in (run_dir, tmp_path / "again"))
     assert first == second and first["threads"] == config.train.threads
+
+
+def test_a_metric_outside_the_default_set_runs_when_named(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The depth metric (registered with default=False): `--metrics depth` runs it and
+    writes its keys to metrics.json; the CLI prints its line."""
+    code = run_main(main, build_parser(), [str(run_dir), "--metrics", "depth", "--num-samples",
+                                           "4", "--quiet"])
+    assert code == 0
+    assert "depth per class: mean |generated - data| = " in capsys.readouterr().out
+    values = json.loads((run_dir / "metrics.json").read_text())
+    assert values["depth/class_mae"] > 0 and values["num_samples/depth"] == 4
+    assert values["depth/class_mean_data/face"] > 0

@@ -143,3 +143,8 @@ register(Metric(
     samples="class_samples", run="harness.metrics.classes:run",
     lines="harness.metrics.classes:lines", keys=("mask/class_tv",), prefixes=("mask/",),
     goals={"mask/class_tv": "min"}, columns={"mask/class_tv": Column("class TV", ".4f")}))
+register(Metric(
+    name="depth", summary="mean depth per class of generated samples against the data's",
+    samples="class_samples", run="harness.metrics.depth:run", lines="harness.metrics.depth:lines",
+    keys=("depth/class_mae",), prefixes=("depth/",), goals={"depth/class_mae": "min"},
+    columns={"depth/class_mae": Column("depth MAE", ".4f")}, default=False))
