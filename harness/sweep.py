@@ -165,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
     sweep_dir = SweepDir(args.runs_dir, sweep.name)
     options = Options(args.max_parallel, args.retry_failed, args.poll)
     profile = args.profile or sweep.spec.slurm.profile
+    if args.executor in ("slurm", "auto"):  # a wrong profile fails before anything is written
+        from harness.launch.slurm import load_profile
+
+        load_profile(profile, sweep.spec.slurm.overrides)
     if sweep.spec.search is not None:
         from harness.launch.search import run_search
 

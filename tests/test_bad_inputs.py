@@ -16,8 +16,7 @@ checks:
 
 Nothing expensive ever starts: training, trials, evaluation runs and benchmark timings are
 replaced by a stub that fails the case, so an input that is not refused shows as a failure
-within seconds. Cases the harness does not handle cleanly today are strict xfails whose reason
-says what happens.
+within seconds.
 """
 
 from __future__ import annotations
@@ -139,26 +138,21 @@ class Case:
     entry: str
     name: str
     build: Build
-    xfail: str | None = None  # what happens today, for a case the harness fails
     marks: tuple[Any, ...] = field(default=())
 
     def param(self) -> Any:
-        marks = list(self.marks)
-        if self.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=self.xfail))
-        return pytest.param(self, id=f"{self.entry}-{self.name}", marks=marks)
+        return pytest.param(self, id=f"{self.entry}-{self.name}", marks=self.marks)
 
 
 CASES: list[Case] = []
 
 
-def case(entry: str, name: str, xfail: str | None = None,
-         marks: tuple[Any, ...] = ()) -> Callable[[Build], Build]:
+def case(entry: str, name: str, marks: tuple[Any, ...] = ()) -> Callable[[Build], Build]:
     """Register the decorated builder as a case of `entry`."""
     assert entry in ENTRY_POINTS
 
     def register(build: Build) -> Build:
-        CASES.append(Case(entry, name, build, xfail, marks))
+        CASES.append(Case(entry, name, build, marks))
         return build
 
     return register
@@ -178,15 +172,12 @@ def after(setup: Callable[[Env], Any], build: Build) -> Build:
 
 
 def argv_case(entry: str, name: str, argv: list[str], outputs: list[str],
-              xfail: str | None = None, marks: tuple[Any, ...] = ()) -> None:
+              marks: tuple[Any, ...] = ()) -> None:
     """A case that needs no files."""
-    case(entry, name, xfail, marks)(fixed(argv, outputs))
+    case(entry, name, marks)(fixed(argv, outputs))
 
 
 # What happens today to a device name torch does not know (train.device, --device).
-UNKNOWN_DEVICE = ("traceback: RuntimeError 'Expected one of cpu, cuda, ... device type at start of "
-                  "device string: tpu' from torch.device in resolve_device (only a missing "
-                  "CUDA is a UserError)")
 NOT_UTF8 = "train:\n  iterations: 3  # \u00e9t\u00e9\n".encode("latin-1")
 INVALID_YAML = "train:\n  iterations: [1, 2\n  lr: 0.001\n"
 
@@ -237,14 +228,12 @@ case("train", "celebamask-path-missing")(
     lambda env: _train_with_sets("data.source=celebamask-hq",
                                  f"data.path={env.path('CelebAMask-HQ')}")(env))
 case("train", "device-cuda-without-gpu", marks=(NO_CUDA,))(_train_with_sets("train.device=cuda"))
-case("train", "device-unknown-name", xfail=UNKNOWN_DEVICE)(_train_with_sets("train.device=tpu"))
+case("train", "device-unknown-name")(_train_with_sets("train.device=tpu"))
 argv_case("train", "preset-unknown", ["--run-dir", "run", "--preset", "tiny"], ["run"])
 argv_case("train", "run-dir-flag-missing", ["--preset", "smoke"], ["runs"])
 
 
-@case("train", "run-dir-is-a-file",
-      xfail="traceback: FileExistsError \"[Errno 17] File exists: 'run'\" from mkdir in "
-            "hold_run_dir (an OSError that is not a full disk is re-raised)")
+@case("train", "run-dir-is-a-file")
 def _train_run_dir_is_a_file(env: Env) -> tuple[list[str], list[str]]:
     env.write("run", "my notes\n")
     return ["--run-dir", "run", *env.smoke()], []
@@ -291,9 +280,7 @@ def _evaluate_snapshot_garbage(env: Env) -> tuple[list[str], list[str]]:
     return ["run", "--snapshot", "notes.pt"], EVAL_OUTPUTS
 
 
-@case("evaluate", "snapshot-is-a-plain-state-dict",
-      xfail="traceback: KeyError 'config' in load_generator (a readable torch file that is "
-            "not a network snapshot is not checked)")
+@case("evaluate", "snapshot-is-a-plain-state-dict")
 def _evaluate_snapshot_state_dict(env: Env) -> tuple[list[str], list[str]]:
     env.run()
     torch.save({"weight": torch.zeros(3)}, env.path("weights.pt"))
@@ -313,7 +300,7 @@ case("evaluate", "metrics-empty")(_evaluate("--metrics", ","))
 case("evaluate", "num-samples-zero")(_evaluate("--num-samples", "0"))
 case("evaluate", "num-samples-not-a-number")(_evaluate("--num-samples", "lots"))
 case("evaluate", "seed-not-a-number")(_evaluate("--seed", "abc"))
-case("evaluate", "device-unknown-name", xfail=UNKNOWN_DEVICE)(_evaluate("--device", "tpu"))
+case("evaluate", "device-unknown-name")(_evaluate("--device", "tpu"))
 case("evaluate", "device-cuda-without-gpu", marks=(NO_CUDA,))(_evaluate("--device", "cuda"))
 case("evaluate", "set-model-key")(_evaluate("--set", "model.w_dim=8"))
 case("evaluate", "set-without-equals")(_evaluate("--set", "evaluate.cameras"))
@@ -326,10 +313,7 @@ case("evaluate", "arcface-onnx-missing")(
     _evaluate("--metrics", "id", "--arcface-onnx", "w600k_r50.onnx"))
 case("evaluate", "face-detector-without-arcface")(
     _evaluate("--metrics", "id", "--face-detector-onnx", "det_10g.onnx"))
-case("evaluate", "arcface-missing-and-unused-inception-weights",
-     xfail="two lines: the warning '--inception-weights inception.pth is not used: FID/KID use "
-           "synthface-v2 on synthetic data ...' comes before the error line of --arcface-onnx "
-           "(warnings are printed even with --quiet)")(
+case("evaluate", "arcface-missing-and-unused-inception-weights")(
     _evaluate("--metrics", "fid,id", "--inception-weights", "inception.pth",
               "--arcface-onnx", "w600k_r50.onnx"))
 
@@ -398,9 +382,7 @@ case("sweep", "executor-flag-unknown")(_sweep("--executor", "kubernetes"))
 case("sweep", "max-parallel-zero")(_sweep("--max-parallel", "0"))
 case("sweep", "only-unknown-trial")(_sweep("--only", "a3-s0-deadbeef"))
 case("sweep", "set-without-equals")(_sweep("--set", "train.iterations"))
-case("sweep", "slurm-profile-missing",
-     xfail="refused only after runs/bad/ and runs/bad/sweep.yaml are written "
-           "(make_executor loads the profile after write_spec)")(
+case("sweep", "slurm-profile-missing")(
     _sweep("--executor", "slurm", "--profile", "gpu-big"))
 
 
@@ -444,10 +426,8 @@ argv_case("report", "neither-sweep-nor-all", [], REPORT_OUTPUTS)
 case("report", "sweep-and-all")(_report("--sweep", REPORT_SWEEP, "--all"))
 case("report", "unknown-table-in-sweep-file")(
     _report("--sweep", REPORT_SWEEP, report={"tables": ["results"]}))
-case("report", "unknown-figure-in-sweep-file",
-     xfail="the tables are written into reports/demo/tables/ before the figure names are "
-           "checked")(_report("--sweep", REPORT_SWEEP,
-                              report={"tables": ["identity"], "figures": ["heatmap"]}))
+case("report", "unknown-figure-in-sweep-file")(_report(
+    "--sweep", REPORT_SWEEP, report={"tables": ["identity"], "figures": ["heatmap"]}))
 case("report", "sweep-file-invalid-yaml")(
     _report("--sweep", REPORT_SWEEP, report="name: demo\nreport: {tables: [identity\n"))
 
@@ -495,9 +475,7 @@ argv_case("data", "synthetic-zero-views", ["synthetic", "--out", "synth", "--vie
           ["synth"])
 argv_case("data", "synthetic-identities-not-a-number",
           ["synthetic", "--out", "synth", "--identities", "2.5k"], ["synth"])
-case("data", "synthetic-out-is-a-file",
-     xfail="traceback: NotADirectoryError '[Errno 20] Not a directory' from PreparedWriter "
-           "(an OSError that is not a full disk is re-raised)")(lambda env: (
+case("data", "synthetic-out-is-a-file")(lambda env: (
     ["synthetic", "--out", str(env.write("synth", "notes\n")), "--identities", "2", "--views",
      "1", "--resolution", "32"], ["synth.partial", "synth.staged"]))
 argv_case("data", "celebamask-raw-missing",
@@ -535,13 +513,9 @@ case("data", "preview-not-a-dataset")(after(
                                                   ["p.png"])))
 case("data", "preview-out-not-png")(lambda env: (
     ["preview", str(env.dataset), "--out", "preview.jpg"], ["preview.jpg"]))
-case("data", "preview-count-zero",
-     xfail="traceback: IndexError 'list index out of range' in image_grid (no tiles); "
-           "--count is not checked")(lambda env: (
+case("data", "preview-count-zero")(lambda env: (
     ["preview", str(env.dataset), "--out", "p.png", "--count", "0"], ["p.png"]))
-case("data", "preview-count-negative",
-     xfail="traceback: ValueError 'negative dimensions are not allowed' from numpy's "
-           "rng.choice; --count is not checked")(lambda env: (
+case("data", "preview-count-negative")(lambda env: (
     ["preview", str(env.dataset), "--out", "p.png", "--count", "-3"], ["p.png"]))
 
 # ---- python -m harness.bench ------------------------------------------------------------------
@@ -568,16 +542,12 @@ case("bench", "run-dir-is-a-file")(
     after(lambda env: env.write("run", "notes\n"), _bench("eval", "--run-dir", "run")))
 case("bench", "run-dir-without-checkpoint")(
     after(lambda env: env.path("run").mkdir(), _bench("eval", "--run-dir", "run")))
-case("bench", "device-unknown-name", xfail=UNKNOWN_DEVICE)(_bench("renderer", "--device", "tpu"))
+case("bench", "device-unknown-name")(_bench("renderer", "--device", "tpu"))
 case("bench", "device-cuda-without-gpu", marks=(NO_CUDA,))(
     _bench("renderer", "--device", "cuda"))
-case("bench", "depth-guided-on-a-cnerf-run",
-     xfail="traceback: ValueError \"depth-guided sampling is a 3dssgan option, not cnerf's\" "
-           "from bench_depth_guided (not a UserError)")(
+case("bench", "depth-guided-on-a-cnerf-run")(
     _bench("depth-guided", "--run-dir", "run", "--skip-paper", run="cnerf"))
-case("bench", "fid-extractor-unknown",
-     xfail="traceback: KeyError 'inception' from torch-fidelity's extractor registry "
-           "(--fid-extractor is not checked)")(
+case("bench", "fid-extractor-unknown")(
     _bench("eval", "--run-dir", "run", "--fid-extractor", "inception", run="3dssgan"))
 
 

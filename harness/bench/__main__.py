@@ -11,11 +11,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from harness.cli import make_parser, positive_int, run_main
+from harness.config import EvalConfig
 from harness.errors import UserError
 from harness.io import atomic_write_json
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per timed FID evaluation (default: the preset's "
                              "evaluate.fid_samples, 2000 at cpu)")
     parser.add_argument("--fid-extractor", default="auto",
+                        choices=get_args(EvalConfig.model_fields["fid_extractor"].annotation),
                         help="FID extractor for eval (default auto: as evaluation chooses)")
     return parser
 
@@ -162,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_dir is not None and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir}: no such directory; pass a trained run")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     figures: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads()}
     for section in SECTIONS if args.section == "all" else (args.section,):
         figures.update(RUNNERS[section](args, device))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from harness.bench.measure import bench_generator, interleaved_medians
+from harness.errors import UserError
 from harness.metrics.generation import keep_freed_memory
 from models.camera import CameraPrior, intrinsics, look_at_origin
 
@@ -53,7 +54,8 @@ def bench_depth_guided(device: torch.device, run_dir: Path | None = None, preset
     generator, _, source = bench_generator(run_dir, preset, device)
     cfg = generator.config
     if cfg.name != "3dssgan":
-        raise ValueError(f"depth-guided sampling is a 3dssgan option, not {cfg.name}'s")
+        raise UserError(f"{run_dir}: a {cfg.name} run; depth-guided sampling is a 3dssgan "
+                        "option: give a 3dssgan run (or no --run-dir)")
     cfg.ray_samples_test = uniform_samples
     if samples is not None:
         cfg.depth_guided_samples = samples

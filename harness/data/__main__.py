@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import add_subcommand, make_parser, run_main
+from harness.cli import add_subcommand, make_parser, positive_int, run_main
 from harness.errors import UserError
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview = add_subcommand(commands, "preview", "a PNG grid of images beside their masks")
     preview.add_argument("dataset", help="a prepared dataset folder")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--count", type=int, default=24, help="number of samples")
+    preview.add_argument("--count", type=positive_int, default=24, help="number of samples")
     preview.add_argument("--seed", type=int, default=0, help="which samples")
     return parser
 

@@ -79,6 +79,9 @@ class PreparedWriter:
         has_depth: bool,
     ):
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise UserError(f"{self.out_dir}: a file, not a dataset folder; give a new folder "
+                            "(or a prepared dataset's) as the output")
         self.partial_dir = partial_path(self.out_dir)
         self.num_samples = num_samples
         self.resolution = resolution

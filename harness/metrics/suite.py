@@ -130,10 +130,7 @@ def plan_evaluation(
     chosen = parse_metrics(metrics)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run directory not found; give a trained run directory")
-    try:
-        torch_device = resolve_device(device)
-    except UserError:
-        raise UserError(f"--device {device}: CUDA is not available here; use auto or cpu") from None
+    torch_device = resolve_device(device, "--device")
     loaded = load_generator(run_dir, torch_device, snapshot)
     config = _with_overrides(loaded.config, overrides)
     counts = sample_counts(config, num_samples)
@@ -152,10 +149,11 @@ def choose_models(
 ) -> tuple[tuple[str, Path | None] | None, Embedder | None]:
     """The FID feature extractor and the identity embedder that the `chosen` metrics need for
     `config` (None where none is needed); a UserError for a missing or wrong weight file."""
-    extractor = (choose_extractor(config, inception_weights)
-                 if {"fid", "kid"} & set(chosen) else None)
+    # (the embedder first: its errors come before the extractor's unused-weights warning)
     embedder = (choose_embedder(config, arcface_onnx, device, face_detector_onnx)
                 if "id" in chosen else None)
+    extractor = (choose_extractor(config, inception_weights)
+                 if {"fid", "kid"} & set(chosen) else None)
     return extractor, embedder
 
 

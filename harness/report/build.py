@@ -93,6 +93,7 @@ def build_sweep(data: SweepData, out_dir: Path, runs_dir: Path, formats: Sequenc
                 command: str, track: bool) -> list[Path]:
     """Write one sweep's tables, figures and index into `out_dir/<sweep>/`."""
     folder = out_dir / data.name
+    figure_names = _requested(data, "figures", FIGURES)  # (both lists checked before writing)
     tables = [TABLES[name](data) for name in _requested(data, "tables", list(TABLES))]
     table_files: dict[str, list[Path]] = {}
     for table in tables:
@@ -100,7 +101,7 @@ def build_sweep(data: SweepData, out_dir: Path, runs_dir: Path, formats: Sequenc
             path = folder / "tables" / f"{table.name}.{extension}"
             atomic_write_text(path, WRITERS[extension](table, data.name))
             table_files.setdefault(table.name, []).append(path)
-    figures = build_figures(_requested(data, "figures", FIGURES), data, folder / "figures")
+    figures = build_figures(figure_names, data, folder / "figures")
     for figure in figures:
         if figure.skipped:
             log.warning("%s: figure %s not drawn: %s", data.name, figure.name, figure.skipped)

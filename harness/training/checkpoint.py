@@ -137,6 +137,11 @@ def load_generator(
             "(python -m harness.train --run-dir RUN_DIR) or pass a snapshot path"
         )
     state = load_checkpoint(path, map_location=device)
+    missing = [key for key in ("config", "generator_ema", "iteration")
+               if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(f"{path}: not a network snapshot (no {', '.join(missing)}); give a "
+                        "network-snapshot-*.pt that this harness wrote")
     config = resolve_config(with_added_keys(_without_retired_keys(state["config"])),
                             file_name=str(path))
     generator = get_model(config.model.name).build_generator(config.model)

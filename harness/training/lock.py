@@ -24,6 +24,9 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 
     A UserError names the process that holds it when another process trains there.
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: a file, not a run directory; give a new or existing "
+                        "directory as the run directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
