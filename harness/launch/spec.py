@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.config import (
     DEFAULT_MODEL,
@@ -38,10 +38,6 @@ from models.config import Schema
 
 # Metric groups `harness.evaluate.evaluate_run(metrics=...)` computes (contract 1).
 METRIC_GROUPS = metric_registry.names()
-# Report tables and figures a sweep may ask for (contract 3).
-REPORT_TABLES = ("disentanglement", "comparison", "ablation", "lifting", "identity",
-                 "differences", "claims", "noise_floor")
-REPORT_FIGURES = ("editing", "multiview", "progressive", "interpolation", "curves", "bars")
 # Settings that do not change what a trial computes, so not part of its id.
 ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
               "tracking.")
@@ -195,8 +191,21 @@ class SlurmSettings(Schema):
 class ReportSettings(Schema):
     """Tables and figures `harness.report` builds for this sweep (contract 3)."""
 
-    tables: list[Literal[REPORT_TABLES]] = []  # type: ignore[valid-type]
-    figures: list[Literal[REPORT_FIGURES]] = []  # type: ignore[valid-type]
+    tables: list[str] = []  # names of harness.report.tables.TABLES
+    figures: list[str] = []  # names of harness.report.figures.FIGURES
+
+    @field_validator("tables", "figures")
+    @classmethod
+    def _known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        from harness.report.figures import FIGURES
+        from harness.report.tables import TABLES
+
+        known = list(TABLES) if info.field_name == "tables" else list(FIGURES)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a report {info.field_name[:-1]}; choose "
+                             f"from {', '.join(known)}")
+        return names
 
 
 class SweepSpec(Schema):

@@ -41,6 +41,8 @@ from harness.metrics.generation import (
 
 PARTS = ("mouth", "eyes", "brows", "nose", "hair")  # 3D-SSGAN Table 1's columns
 VIEWS = ("frontal", "random")
+# Per-sample rows: the columns of eval/disentangle.csv, of the W&B table and of the reports.
+DISENTANGLE_COLUMNS = ("sample", "part", "view", "what", "d_mean", "d_mean_masked")
 
 
 def difference_map(original: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from harness.config import ExperimentConfig, config_to_dict, resolve_config
 from harness.errors import UserError
 from harness.io import atomic_write, atomic_write_json, atomic_write_text
 from harness.metrics import registry
-from harness.metrics.disentangle import MAP_SAMPLE_AXIS, PARTS, VIEWS
+from harness.metrics.disentangle import DISENTANGLE_COLUMNS, MAP_SAMPLE_AXIS, PARTS, VIEWS
 from harness.metrics.fid import choose_extractor
 from harness.metrics.generation import MetricContext, MetricResult, Stopwatch, keep_freed_memory
 from harness.metrics.identity import Embedder, choose_embedder
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 METRICS = registry.names(default_only=True)  # the default set, in running order
 METRICS_FILE = "metrics.json"
 EVAL_DIR = "eval"
-# Per-sample disentanglement rows: the columns of eval/disentangle.csv and of the W&B table.
-DISENTANGLE_COLUMNS = ("sample", "part", "view", "what", "d_mean", "d_mean_masked")
 # Config keys an evaluation may override (the rest describe the trained model and its data).
 OVERRIDABLE = ("evaluate.", "data.path", "data.cache_dir", "data.workers", "train.threads",
                "train.deterministic")

@@ -24,13 +24,13 @@ import yaml
 
 from harness.config import flatten
 from harness.errors import UserError
+from harness.metrics.disentangle import DISENTANGLE_COLUMNS
 from harness.report.wandb_runs import read_api_runs
 from harness.wandb_offline import LoggedRun, read_offline_runs
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("local", "wandb", "wandb-offline")
-DISENTANGLE_COLUMNS = ["sample", "part", "view", "what", "d_mean", "d_mean_masked"]
 TRIAL_COLUMNS = ["trial_id", "variant", "status", "stage", "message", "run_dir", "run_ids"]
 
 
@@ -97,7 +97,7 @@ def normalise(name: str, source: str, trials: list[Trial], report: dict[str, Any
             **{f"config.{k}": v for k, v in sorted(trial.config.items())},
             **{f"metrics.{k}": v for k, v in sorted(trial.metrics.items())},
         })
-        if trial.samples is not None and list(trial.samples.columns) == DISENTANGLE_COLUMNS:
+        if trial.samples is not None and tuple(trial.samples.columns) == DISENTANGLE_COLUMNS:
             samples.append(trial.samples.assign(trial_id=trial.trial_id))
         steps = [{k: (v if k == "iteration" else float(v)) for k, v in step.items()
                   if k == "iteration" or ("/" in k and isinstance(v, int | float)
@@ -282,7 +282,7 @@ def _wandb_trial(trial_id: str, jobs: dict[str, LoggedRun]) -> Trial:
         status, stage = "incomplete", None
     samples = None
     for table in (evaluation.tables.values() if evaluation else []):
-        if list(table.columns) == DISENTANGLE_COLUMNS:
+        if tuple(table.columns) == DISENTANGLE_COLUMNS:
             samples = table
     return Trial(trial_id=trial_id, status=status, config=config, metrics=metrics, stage=stage,
                  samples=samples, history=train.history if train else [],
