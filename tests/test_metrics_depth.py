@@ -64,10 +64,21 @@ def test_generated_depth_against_the_data(smoke_overrides) -> None:
 
     same = measured(DepthReplay(masks, z.float()))
     assert same["depth/class_mae"] == pytest.approx(0.0, abs=1e-5)
+    assert same["depth/offset_mae"] == pytest.approx(0.0, abs=1e-5)
     for k in map(int, masks.unique()):
         assert same[f"depth/class_mean/{CLASS_NAMES[k]}"] == pytest.approx(data[k], abs=1e-5)
     behind = measured(DepthReplay(masks, z.float() + 0.1))  # every pixel 0.1 further away
     assert behind["depth/class_mae"] == pytest.approx(0.1, abs=1e-5)
+    assert behind["depth/offset_mae"] == pytest.approx(0.0, abs=1e-5)  # the head moved whole
+    nose = masks == CLASS_IDS["nose"]
+    sunk = measured(DepthReplay(masks, z.float() + 0.2 * nose))  # the nose 0.2 further back
+    shares = {k: float((masks == k).sum()) for k in map(int, masks.unique())
+              if k != CLASS_IDS["background"]}
+    nose_share = shares[CLASS_IDS["nose"]] / sum(shares.values())
+    assert sunk["depth/class_mae"] == pytest.approx(0.2 * nose_share, abs=1e-5)
+    parts = sum(v for k, v in shares.items() if k != CLASS_IDS["face"])
+    assert sunk["depth/offset_mae"] == pytest.approx(
+        0.2 * shares[CLASS_IDS["nose"]] / parts, abs=1e-5)
     flat = measured(DepthReplay(masks, None))  # a 2D model
     assert flat == {"depth/not_applicable": "the generator renders no depth map (a 2D model)"}
 

@@ -5,12 +5,18 @@ rendered depth map (camera-space z in head units, at the render resolution r) is
 the class of the final mask there (the mask's class scores area-averaged to r, then argmax).
 The per-class mean depth is compared with the same mean over the training split of the data
 (depth.npy and masks.npy of the prepared dataset: the embedded synthetic portraits have depth,
-CelebAMask-HQ has none). The summary is the mean absolute difference over the classes present
-in both, unweighted, in head units: 0 when every part sits at the data's mean depth. It tells
-apart what FID cannot, e.g. a nose rendered behind the face plane (3D-SSGAN's relative depth,
-Sec. 3.1). Added through the metric registry as its worked example (docs/evaluation.md).
+CelebAMask-HQ has none). Two summaries, in head units, over the foreground classes present in
+both and weighted by each class's share of the data's foreground pixels (the background is
+left out: the data's backdrop lies far outside the generator's volume):
+- `depth/class_mae`: mean |z_gen(k) - z_data(k)|, 0 when every part sits at the data's mean
+  depth;
+- `depth/offset_mae`: the same for each part's depth relative to the face,
+  |(z_gen(k) - z_gen(face)) - (z_data(k) - z_data(face))| over the parts other than the face:
+  where the parts sit in front of or behind the face, whatever the depth of the whole head,
+  which is what 3D-SSGAN's relative depth (Sec. 3.1) is about.
+Added through the metric registry as its worked example (docs/evaluation.md).
 
-metrics.json keys: `depth/class_mae`, and `depth/class_mean/<class>` (generated) beside
+metrics.json keys: the two summaries, and `depth/class_mean/<class>` (generated) beside
 `depth/class_mean_data/<class>` (data) for every class present; `depth/not_applicable` with
 the reason when the generator renders no depth (a 2D model) or the data has none.
 """
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.config import ExperimentConfig
-from harness.data.classes import CLASS_NAMES, NUM_CLASSES
+from harness.data.classes import CLASS_IDS, CLASS_NAMES, NUM_CLASSES
 from harness.data.loading import prepared_dataset_dir
 from harness.data.prepared import read_meta
 from harness.metrics.generation import (
@@ -74,6 +80,37 @@ def data_class_depths(config: ExperimentConfig, chunk: int = 4096) -> np.ndarray
     return _means(sums, counts)
 
 
+def data_class_shares(config: ExperimentConfig) -> np.ndarray:
+    """(K,) share of each class among the training split's pixels."""
+    from harness.metrics.classes import data_class_histogram
+
+    return data_class_histogram(config)
+
+
+def summaries(generated: np.ndarray, data: np.ndarray, shares: np.ndarray
+              ) -> dict[str, float | None]:
+    """`depth/class_mae` and `depth/offset_mae` (module docstring) of per-class mean depths
+    `generated` and `data` (NaN: class absent), weighted by the data's class `shares`."""
+    face, background = CLASS_IDS["face"], CLASS_IDS["background"]
+    both = ~np.isnan(generated) & ~np.isnan(data)
+    both[background] = False
+
+    def weighted(errors: np.ndarray, where: np.ndarray) -> float | None:
+        weights = shares * where
+        if weights.sum() == 0:
+            return None
+        return float((errors[where] * weights[where]).sum() / weights.sum())
+
+    values = {"depth/class_mae": weighted(np.abs(generated - data), both),
+              "depth/offset_mae": None}
+    if both[face]:
+        parts = both.copy()
+        parts[face] = False
+        offsets = (generated - generated[face]) - (data - data[face])
+        values["depth/offset_mae"] = weighted(np.abs(offsets), parts)
+    return values
+
+
 def _means(sums: torch.Tensor, counts: torch.Tensor) -> np.ndarray:
     return np.where(counts.numpy() > 0, sums.numpy() / np.maximum(counts.numpy(), 1), np.nan)
 
@@ -100,9 +137,7 @@ def run(context: MetricContext) -> MetricResult:
     if data is None:
         return MetricResult({"depth/not_applicable": NO_DATA_DEPTH}, count, count)
     generated = _means(sums, counts)
-    both = ~np.isnan(generated) & ~np.isnan(data)
-    values: dict[str, Any] = {
-        "depth/class_mae": float(np.abs(generated - data)[both].mean()) if both.any() else None}
+    values: dict[str, Any] = summaries(generated, data, data_class_shares(config))
     for k, name in enumerate(CLASS_NAMES):
         if not np.isnan(generated[k]):
             values[f"depth/class_mean/{name}"] = float(generated[k])
@@ -114,7 +149,9 @@ def run(context: MetricContext) -> MetricResult:
 def lines(values: dict[str, Any]) -> list[str]:
     """The depth metric's line of the CLI summary."""
     if values.get("depth/class_mae") is not None:
-        return [f"depth per class: mean |generated - data| = {values['depth/class_mae']:.4f} "
+        offset = values.get("depth/offset_mae")
+        return [f"depth per class: mean |generated - data| = {values['depth/class_mae']:.4f}, "
+                f"relative to the face = {'n/a' if offset is None else f'{offset:.4f}'} "
                 "head units"]
     if values.get("depth/not_applicable"):
         return [f"depth per class: not applicable ({values['depth/not_applicable']})"]

@@ -146,5 +146,7 @@ register(Metric(
 register(Metric(
     name="depth", summary="mean depth per class of generated samples against the data's",
     samples="class_samples", run="harness.metrics.depth:run", lines="harness.metrics.depth:lines",
-    keys=("depth/class_mae",), prefixes=("depth/",), goals={"depth/class_mae": "min"},
-    columns={"depth/class_mae": Column("depth MAE", ".4f")}, default=False))
+    keys=("depth/class_mae", "depth/offset_mae"), prefixes=("depth/",),
+    goals={"depth/class_mae": "min", "depth/offset_mae": "min"},
+    columns={"depth/class_mae": Column("depth MAE", ".4f"),
+             "depth/offset_mae": Column("depth vs face MAE", ".4f")}, default=False))
