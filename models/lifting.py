@@ -29,13 +29,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
 from models.camera import world_to_grid
+from models.config import Schema
 from models.rendering import accumulate, expected_depth, nerf_weights
 
 
@@ -67,21 +69,12 @@ FUSIONS = ("sum", "density")
 FUSION_EPS = 1e-8  # keeps f_fused finite where no part has density
 
 
-@dataclass(frozen=True)
-class LiftingConfig:
-    """The lifting function psi of Eq. 7 (an ablation switch of the paper)."""
+class LiftingConfig(Schema):
+    """The lifting function psi of Eq. 7 (lifting ablation, paper Sec. 4.2): the one settings
+    type, `model.lifting` of the 3D-SSGAN config and the argument of the renderers."""
 
-    function: str = "gaussian"  # one of PSI_FUNCTIONS
-    alpha: float = 1.0  # > 0, sharpness of psi, per squared (or absolute) depth-index unit
-
-    def __post_init__(self) -> None:
-        if self.function not in PSI_FUNCTIONS:
-            raise ValueError(
-                f"lifting function {self.function!r} is unknown; "
-                f"choices: {', '.join(PSI_FUNCTIONS)}"
-            )
-        if not self.alpha > 0:
-            raise ValueError(f"lifting alpha must be > 0, got {self.alpha}")
+    function: Literal["gaussian", "inverse_abs", "inverse_square"] = "gaussian"  # PSI_FUNCTIONS
+    alpha: float = Field(1.0, gt=0)  # sharpness of psi, per depth-index unit (squared or not)
 
     def psi(self, diff: torch.Tensor) -> torch.Tensor:
         """psi(d_hat - z) elementwise, for depth differences in depth-index units (Eq. 7)."""

@@ -36,7 +36,6 @@ from models.blocks import MappingNetwork
 from models.camera import pixel_rays
 from models.config import (
     PartLatentConfig,
-    Schema,
     check_part_count,
     check_powers_of_two,
     check_render_resolution,
@@ -64,13 +63,6 @@ DEPTH_PRIOR = {"background": 0.03, "face": 0.7, "eyes": 0.72, "brows": 0.74, "mo
 DENSITY_PRIOR = {"background": 1.0, "face": 1.0, "hair": 0.5, "neck": 0.3, "cloth": 0.3,
                  "eyes": 0.05, "brows": 0.05, "mouth": 0.05, "nose": 0.05, "ears": 0.05,
                  "eyeglasses": 0.02, "hat": 0.02, "earrings": 0.02}
-
-
-class LiftingSettings(Schema):
-    """The lifting function psi of Eq. 7 (lifting ablation, paper Sec. 4.2)."""
-
-    function: Literal["gaussian", "inverse_abs", "inverse_square"] = "gaussian"
-    alpha: float = Field(1.0, gt=0)  # sharpness of psi, per depth-index unit (squared or not)
 
 
 class SSGAN3DConfig(PartLatentConfig):
@@ -102,7 +94,7 @@ class SSGAN3DConfig(PartLatentConfig):
     # predicted one if relative, its prior depth if not); "part_priors": absolute parts at a
     # hand-set prior depth each, DEPTH_PRIOR (the earlier default; not in the paper)
     absolute_depth: Literal["face_prior", "part_priors"] = "face_prior"
-    lifting: LiftingSettings = LiftingSettings()
+    lifting: LiftingConfig = LiftingConfig()
     lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
     # Eq. 8 sums the parts' lifted features ("sum"); "density" takes their mean weighted by the
     # parts' lifted densities, as SSGAN composes by masks (not the paper's; models.lifting).
@@ -163,7 +155,7 @@ class SSGAN3DGenerator(PartGenerator):
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
         self.local = LocalGenerators.from_config(config)
         self.render_net = build_render_net(config)
-        self.lifting = LiftingConfig(config.lifting.function, config.lifting.alpha)
+        self.lifting = config.lifting
         relative = torch.tensor([config.relative_depth and name in config.relative_parts
                                  for name in PART_NAMES])
         self.register_buffer("relative", relative, persistent=False)  # (K,) bool
