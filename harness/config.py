@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -262,27 +263,38 @@ class _Layers:
         return "config"
 
 
-def _format_validation_error(
-    error: ValidationError, layers: _Layers, prefix: tuple[str, ...], known: dict[str, Any]
-) -> UserError:
+def validation_error(error: ValidationError, where: str,
+                     known_at: Callable[[tuple[str, ...]], list[str]],
+                     prefix: tuple[str, ...] = ()) -> UserError:
+    """One line for the first problem pydantic found: `where: ...` with the dotted key
+    (`prefix` + the error's location), a did-you-mean hint for an unknown key (`known_at`
+    gives the known keys of a section) or what is wrong with the value."""
     first = error.errors()[0]
     loc = prefix + tuple(str(part) for part in first["loc"])
     path = ".".join(loc)
-    where = layers.where(loc)
     if first["type"] == "extra_forbidden":
-        section = known
-        for part in loc[:-1]:
-            section = section.get(part, {}) if isinstance(section, dict) else {}
-        choices = sorted(section) if isinstance(section, dict) else []
+        choices = known_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], choices, n=1)
         hint = f"did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else (
             f"known keys here: {', '.join(choices)}" if choices else "remove it")
         return UserError(f"{where}: unknown key {path!r}; {hint}")
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error":
-        return UserError(f"{where}: {path}: {message}")
-    got = first.get("input")
-    return UserError(f"{where}: {path} = {got!r} is invalid: {message}")
+    if first["type"] == "value_error" or not path:
+        return UserError(f"{where}: {path + ': ' if path else ''}{message}")
+    return UserError(f"{where}: {path} = {first.get('input')!r} is invalid: {message}")
+
+
+def _format_validation_error(
+    error: ValidationError, layers: _Layers, prefix: tuple[str, ...], known: dict[str, Any]
+) -> UserError:
+    def known_at(section_loc: tuple[str, ...]) -> list[str]:
+        section: Any = known
+        for part in section_loc:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        return sorted(section) if isinstance(section, dict) else []
+
+    loc = prefix + tuple(str(part) for part in error.errors()[0]["loc"])
+    return validation_error(error, layers.where(loc), known_at, prefix)
 
 
 def _known_keys(model_config: type[ModelConfig]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from harness.config import (
     read_yaml,
     resolve_config,
     unflatten,
+    validation_error,
 )
 from harness.errors import UserError
 from harness.metrics import registry as metric_registry
@@ -362,25 +363,7 @@ def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _format(error: ValidationError, path: str, raw: dict[str, Any]) -> UserError:
-    first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    key = ".".join(loc)
-    if first["type"] == "extra_forbidden":
-        section: Any = raw
-        for part in loc[:-1]:
-            section = section.get(part, {}) if isinstance(section, dict) else {}
-        known = _known_fields(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-        return UserError(f"{path}: unknown key {key!r}; {hint}")
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error" or not key:
-        return UserError(f"{path}: {key + ': ' if key else ''}{message}")
-    return UserError(f"{path}: {key} = {first.get('input')!r} is invalid: {message}")
-
-
-def _known_fields(loc: list[str]) -> list[str]:
+def _known_fields(loc: tuple[str, ...]) -> list[str]:
     """Field names of the schema at `loc` inside a sweep file (for did-you-mean hints)."""
     schema: Any = SweepSpec
     for part in loc:
@@ -414,7 +397,7 @@ def load_sweep(
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
-        raise _format(error, path, raw) from None
+        raise validation_error(error, path, _known_fields) from None
     changes: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESET_NAMES:
