@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import PRESET_NAMES, load_config
+from harness.runtime.samples import view_cameras
 from harness.training.loop import training_loop
-from harness.training.samples import view_cameras
 from models import registry
 from models.cnerf import CNeRFGenerator
 from models.discriminator import IMAGE_INPUTS, MASK_INPUTS, discriminator_inputs

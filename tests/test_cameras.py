@@ -10,7 +10,7 @@ import torch
 from harness.config import load_config
 from harness.data.loading import open_dataset, prepared_dataset_dir
 from harness.data.prepared import mirror_camera
-from harness.training import cameras
+from harness.runtime import cameras
 from harness.training.loop import training_loop
 
 

@@ -73,7 +73,7 @@ def test_mixing_probability_is_per_batch() -> None:
 def test_a_snapshot_saved_before_shared_sampling_keeps_per_slot_sampling(tmp_path) -> None:
     """Saved configs without the keys added since get the values they were trained with."""
     from harness.config import config_to_dict
-    from harness.training.checkpoint import load_generator
+    from harness.runtime.checkpoint import load_generator
 
     config = config_to_dict(load_config(None, "smoke"))
     generator = build("3dssgan")

@@ -16,7 +16,7 @@ from harness.metrics.classes import (
     evaluate_class_frequencies,
     total_variation,
 )
-from harness.training.cameras import sample_cameras
+from harness.runtime.cameras import sample_cameras
 
 
 class MaskReplay(torch.nn.Module):

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from harness.config import load_config
+from harness.runtime.checkpoint import latest_training_state, load_checkpoint
 from harness.training import loop
-from harness.training.checkpoint import latest_training_state, load_checkpoint
 from harness.training.loop import training_loop
 from harness.training.preemption import PREEMPT_SIGNAL, deferred_preemption
 

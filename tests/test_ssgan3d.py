@@ -7,7 +7,7 @@ import torch
 
 from harness.config import load_config
 from harness.errors import UserError
-from harness.training.samples import view_cameras
+from harness.runtime.samples import view_cameras
 from models.generator import part_slots
 from models.registry import get_model
 from models.ssgan3d import FACE_BASE, PART_NAMES, SSGAN3DGenerator
@@ -249,7 +249,7 @@ def test_depth_guided_sampling_renders_few_samples_and_approaches_the_uniform_re
 
 def test_a_snapshot_with_retired_depth_guided_keys_still_loads(tmp_path) -> None:
     from harness.config import config_to_dict
-    from harness.training.checkpoint import load_generator
+    from harness.runtime.checkpoint import load_generator
 
     config = config_to_dict(load_config(None, "smoke"))
     generator = build()

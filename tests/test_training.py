@@ -20,9 +20,7 @@ from harness.cli import run_main
 from harness.config import config_to_dict, load_config
 from harness.data.loading import prepared_dataset_dir
 from harness.errors import UserError
-from harness.train import build_parser, main
-from harness.training import step
-from harness.training.checkpoint import (
+from harness.runtime.checkpoint import (
     checkpoint_dir,
     latest_snapshot,
     latest_training_state,
@@ -30,6 +28,8 @@ from harness.training.checkpoint import (
     load_generator,
     save_checkpoint,
 )
+from harness.train import build_parser, main
+from harness.training import step
 from harness.training.distributed import free_port
 from harness.training.lock import hold_run_dir
 from harness.training.loop import TrainingDiverged, TrainResult, training_loop
@@ -318,7 +318,7 @@ def test_path_length_step_trains_g_and_keeps_its_running_mean(smoke_overrides) -
     """The lazy path-length step (SSGAN: weight 0.5 every 4 steps) changes G beyond the plain
     step, moves the running mean of path lengths off zero and logs the penalty."""
     from harness.data.loading import open_dataset
-    from harness.training.cameras import camera_sampler
+    from harness.runtime.cameras import camera_sampler
     from harness.training.loop import _real_batch, iteration_generator
 
     config = load_config(None, "smoke", smoke_overrides)

@@ -160,7 +160,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, torch.device], dict[str, Any]]]
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen sections, print their tables and the headline figures vs targets."""
-    from harness.training.loop import resolve_device
+    from harness.runtime.device import resolve_device
 
     if args.run_dir is not None and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir}: no such directory; pass a trained run")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from harness.config import ExperimentConfig, load_config
-from harness.training.checkpoint import load_generator
+from harness.runtime.checkpoint import load_generator
 from models.registry import get_model
 
 GIB = 1024**3

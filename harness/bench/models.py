@@ -40,8 +40,8 @@ from torch import nn
 
 from harness.bench.measure import interleaved_medians, median_seconds, status_bytes, sync
 from harness.config import ExperimentConfig, load_config
-from harness.training.cameras import sample_cameras
-from harness.training.loop import resolve_device
+from harness.runtime.cameras import sample_cameras
+from harness.runtime.device import resolve_device
 from harness.training.step import Gan, build_gan, gan_step
 from models.camera import PITCH_MEAN, YAW_MEAN, intrinsics, look_at_origin
 from models.registry import model_names

@@ -32,7 +32,7 @@ from harness.metrics.generation import (
     streams,
     take,
 )
-from harness.training.cameras import CameraSampler
+from harness.runtime.cameras import CameraSampler
 
 
 def class_histogram(class_ids: torch.Tensor | np.ndarray) -> np.ndarray:

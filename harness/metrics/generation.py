@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import ExperimentConfig
-from harness.training import cameras
-from harness.training.cameras import CameraSampler, sample_cameras
-from harness.training.samples import view_cameras
+from harness.runtime import cameras
+from harness.runtime.cameras import CameraSampler, sample_cameras
+from harness.runtime.samples import view_cameras
 
 
 @dataclass

@@ -32,8 +32,8 @@ from harness.metrics.fid import choose_extractor
 from harness.metrics.generation import MetricContext, MetricResult, Stopwatch, keep_freed_memory
 from harness.metrics.identity import Embedder, choose_embedder
 from harness.reproducibility import apply_reproducibility
-from harness.training.checkpoint import LoadedGenerator, load_generator
-from harness.training.loop import resolve_device
+from harness.runtime.checkpoint import LoadedGenerator, load_generator
+from harness.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from harness.data.classes import CLASS_COLOURS, CLASS_IDS, CLASS_NAMES
 from harness.io import atomic_write
 from harness.report.sources import SweepData, cell
 from harness.report.tables import ablation, lifting, model_design, setting_of
-from harness.training.samples import SIDE_YAW
+from harness.runtime.samples import SIDE_YAW
 from harness.visualize import colourise_mask, image_grid, to_uint8_image
 from models.camera import PITCH_MEAN, YAW_MEAN, YAW_STD, intrinsics, look_at_origin
 
@@ -95,7 +95,7 @@ def representatives(data: SweepData) -> tuple[list[Representative], list[str]]:
     """One loaded generator per distinct setting (its done trial with the lowest seed first),
     and a note for each setting none of whose trials has a loadable snapshot."""
     from harness.errors import UserError
-    from harness.training.checkpoint import latest_snapshot, load_generator
+    from harness.runtime.checkpoint import latest_snapshot, load_generator
 
     by_setting: dict[tuple[tuple[str, str], ...], list[pd.Series]] = {}
     trials = data.trials.assign(_done=data.trials["status"] != "done",

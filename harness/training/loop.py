@@ -35,9 +35,11 @@ from harness.data.loading import open_dataset
 from harness.errors import UserError
 from harness.io import append_text, atomic_write_json, atomic_write_text, atomic_write_yaml
 from harness.reproducibility import apply_reproducibility
+from harness.runtime import checkpoint as ckpt
+from harness.runtime.cameras import camera_sampler
+from harness.runtime.device import resolve_device
+from harness.runtime.samples import save_sample_grid
 from harness.tracking import Tracker
-from harness.training import checkpoint as ckpt
-from harness.training.cameras import camera_sampler
 from harness.training.distributed import (
     DistInfo,
     all_ranks_finite,
@@ -46,7 +48,6 @@ from harness.training.distributed import (
 )
 from harness.training.lock import hold_run_dir
 from harness.training.preemption import deferred_preemption
-from harness.training.samples import save_sample_grid
 from harness.training.step import build_gan, gan_step
 
 log = logging.getLogger(__name__)
@@ -73,22 +74,6 @@ class TrainResult:
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; the reason is in RUN_DIR/failure.json."""
-
-
-def resolve_device(name: str, setting: str = "train.device") -> torch.device:
-    """"auto" -> CUDA when present, else CPU; anything else as torch names it. A UserError
-    names `setting` (the config key or flag that gave `name`) for a name torch does not know
-    or CUDA that is not there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"{setting} = {name!r} is not a device; use auto, cpu, cuda or cuda:N"
-                        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{setting} = {name!r} but CUDA is not available; use auto or cpu")
-    return device
 
 
 def iteration_generator(seed: int, iteration: int, rank: int, stream: int) -> torch.Generator:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.config import ExperimentConfig
-from harness.training.cameras import CameraSampler
+from harness.runtime.cameras import CameraSampler
 from harness.training.distributed import DistInfo, average_buffers, average_gradients
 from models.discriminator import discriminator_inputs
 from models.losses import (
