@@ -109,16 +109,16 @@ def _read_log(run: LoggedRun, path: Path) -> None:
             run.state = "finished" if record.exit.exit_code == 0 else "failed"
 
 
-def tables(summary: dict[str, Any], read: Callable[[str], dict[str, Any] | None]
-            ) -> dict[str, pd.DataFrame]:
+def logged_tables(summary: dict[str, Any], read: Callable[[str], dict[str, Any] | None]
+                  ) -> dict[str, pd.DataFrame]:
     """The run's logged tables by summary key, read with `read(relative path)`."""
-    tables = {}
+    found = {}
     for key, value in sorted(summary.items()):
         if isinstance(value, dict) and value.get("_type") == TABLE_TYPE and "path" in value:
             content = read(value["path"])
             if content is not None:
-                tables[key] = pd.DataFrame(content["data"], columns=content["columns"])
-    return tables
+                found[key] = pd.DataFrame(content["data"], columns=content["columns"])
+    return found
 
 
 def run_logs(root: Path, run_id: str | None = None) -> dict[str, list[Path]]:
@@ -165,6 +165,6 @@ def read_offline_runs(root: Path) -> list[LoggedRun]:
                     return json.loads(file.read_text())
             return None
 
-        run.tables = tables(run.summary, read)
+        run.tables = logged_tables(run.summary, read)
         runs.append(run)
     return runs

@@ -60,31 +60,32 @@ def class_depth_sums(depth: torch.Tensor, class_ids: torch.Tensor
     return sums, torch.bincount(ids, minlength=NUM_CLASSES).double()
 
 
-def data_class_depths(config: ExperimentConfig, chunk: int = 4096) -> np.ndarray | None:
+def data_class_depths(config: ExperimentConfig) -> np.ndarray | None:
     """(K,) mean depth per class over the training split (NaN where a class never occurs);
     None when the prepared data has no depth."""
+    sums = _data_class_sums(config)
+    return None if sums is None else _means(*sums)
+
+
+def _data_class_sums(config: ExperimentConfig, chunk: int = 4096
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Depth sums and pixel counts per class over the training split (class_depth_sums),
+    read in chunks; None when the prepared data has no depth."""
     path = prepared_dataset_dir(config.data, config.model.resolution)
     if not read_meta(path).get("has_depth"):
         return None
     depths = np.load(path / "depth.npy", mmap_mode="r")
     masks = np.load(path / "masks.npy", mmap_mode="r")
     train = np.flatnonzero(np.load(path / "split.npy") == 0)
-    sums, counts = torch.zeros(NUM_CLASSES, dtype=torch.float64), torch.zeros(NUM_CLASSES,
-                                                                             dtype=torch.float64)
+    sums = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    counts = torch.zeros(NUM_CLASSES, dtype=torch.float64)
     for start in range(0, len(train), chunk):
         rows = train[start:start + chunk]
         block_sums, block_counts = class_depth_sums(
             torch.from_numpy(np.asarray(depths[rows], dtype=np.float64)),
             torch.from_numpy(np.asarray(masks[rows])))
         sums, counts = sums + block_sums, counts + block_counts
-    return _means(sums, counts)
-
-
-def data_class_shares(config: ExperimentConfig) -> np.ndarray:
-    """(K,) share of each class among the training split's pixels."""
-    from harness.metrics.classes import data_class_histogram
-
-    return data_class_histogram(config)
+    return sums, counts
 
 
 def summaries(generated: np.ndarray, data: np.ndarray, shares: np.ndarray
@@ -133,11 +134,12 @@ def run(context: MetricContext) -> MetricResult:
         ids = downsample(class_scores(out["mask"]), z.shape[-1]).argmax(1)
         batch_sums, batch_counts = class_depth_sums(z, ids)
         sums, counts = sums + batch_sums, counts + batch_counts
-    data = data_class_depths(config)
-    if data is None:
+    data_sums = _data_class_sums(config)
+    if data_sums is None:
         return MetricResult({"depth/not_applicable": NO_DATA_DEPTH}, count, count)
+    data, shares = _means(*data_sums), (data_sums[1] / data_sums[1].sum()).numpy()
     generated = _means(sums, counts)
-    values: dict[str, Any] = summaries(generated, data, data_class_shares(config))
+    values: dict[str, Any] = summaries(generated, data, shares)
     for k, name in enumerate(CLASS_NAMES):
         if not np.isnan(generated[k]):
             values[f"depth/class_mean/{name}"] = float(generated[k])

@@ -47,6 +47,8 @@ class Metric:
     goals: Mapping[str, Goal] = field(default_factory=dict)  # keys that are better low/high
     columns: Mapping[str, Column] = field(default_factory=dict)  # keys reports compare
     shares: str | None = None  # computed by that metric's run when both are asked for
+    # a model its run needs from weight files, loaded before any sample is generated
+    needs: Literal["extractor", "embedder"] | None = None
     default: bool = True  # part of the default set (--metrics omitted, metrics: null)
 
     def __post_init__(self) -> None:
@@ -116,17 +118,19 @@ def function(dotted: str) -> Callable[..., Any]:
 register(Metric(
     name="fid", summary="Fréchet distance between generated and real image features",
     samples="fid_samples", run="harness.metrics.fid:run", lines="harness.metrics.fid:lines",
-    keys=("fid",), goals={"fid": "min"}, columns={"fid": Column("FID", ".2f")}))
+    keys=("fid",), goals={"fid": "min"}, columns={"fid": Column("FID", ".2f")},
+    needs="extractor"))
 register(Metric(
     name="kid", summary="kernel inception distance (unbiased), on FID's images",
     samples="fid_samples", run="harness.metrics.fid:run", lines="harness.metrics.fid:kid_lines",
     keys=("kid", "kid_std"), goals={"kid": "min"},
-    columns={"kid": Column("KID×100", ".3f", 100)}, shares="fid"))
+    columns={"kid": Column("KID×100", ".3f", 100)}, shares="fid", needs="extractor"))
 register(Metric(
     name="id", summary="identity consistency: cosine of face embeddings across two views",
     samples="id_samples", run="harness.metrics.identity:run",
     lines="harness.metrics.identity:lines", keys=("id_consistency",), prefixes=("id_",),
-    goals={"id_consistency": "max"}, columns={"id_consistency": Column("ID", ".3f")}))
+    goals={"id_consistency": "max"}, columns={"id_consistency": Column("ID", ".3f")},
+    needs="embedder"))
 register(Metric(
     name="disentangle", summary="D_mean and masked D_mean of part edits (3D-SSGAN Table 1)",
     samples="disentangle_samples", run="harness.metrics.disentangle:run",

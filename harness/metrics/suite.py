@@ -147,11 +147,11 @@ def choose_models(
 ) -> tuple[tuple[str, Path | None] | None, Embedder | None]:
     """The FID feature extractor and the identity embedder that the `chosen` metrics need for
     `config` (None where none is needed); a UserError for a missing or wrong weight file."""
+    needs = {registry.get(name).needs for name in chosen}
     # (the embedder first: its errors come before the extractor's unused-weights warning)
     embedder = (choose_embedder(config, arcface_onnx, device, face_detector_onnx)
-                if "id" in chosen else None)
-    extractor = (choose_extractor(config, inception_weights)
-                 if {"fid", "kid"} & set(chosen) else None)
+                if "embedder" in needs else None)
+    extractor = choose_extractor(config, inception_weights) if "extractor" in needs else None
     return extractor, embedder
 
 

@@ -8,7 +8,7 @@ import tempfile
 from typing import Any
 
 from harness.errors import UserError
-from harness.wandb_offline import LoggedRun, tables
+from harness.wandb_offline import LoggedRun, logged_tables
 
 API_TIMEOUT = 30  # seconds per W&B API request
 API_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
@@ -45,5 +45,5 @@ def read_api_runs(project: str | None, group: str | None) -> list[LoggedRun]:
                 job_type=job_type, state=API_STATES.get(found_run.state, "running"),
                 config=dict(found_run.config), summary=summary,
                 history=list(found_run.scan_history()) if job_type == "train" else [],
-                tables=tables(summary, read)))
+                tables=logged_tables(summary, read)))
     return sorted(runs, key=lambda run: run.run_id)

@@ -127,10 +127,10 @@ def _rewrite_metrics_until(run_dir: Path, iteration: int) -> list[dict[str, Any]
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-    return [json.loads(line) for line in kept]
+    rows = [(line, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    kept = [(line, row) for line, row in rows if row.get("iteration", 0) <= iteration]
+    atomic_write_text(path, "".join(line + "\n" for line, _ in kept))
+    return [row for _, row in kept]
 
 
 def _tracked(row: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +209,8 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
     if info.is_main:
         kept_rows = _rewrite_metrics_until(run_dir, start)
         if tracker:  # rows an earlier attempt's killed wandb service never wrote
-            tracker.log_missing(kept_rows)
+            tracker.log_missing([{"iteration": row["iteration"], **_tracked(row)}
+                                 for row in kept_rows])
         (run_dir / FAILURE_FILE).unlink(missing_ok=True)
     bar = tqdm(total=train.iterations, initial=start, disable=not (progress and info.is_main),
                dynamic_ncols=True, desc=run_dir.name)
