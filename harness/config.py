@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from harness.errors import UserError
+from harness.metrics import registry as metric_registry
 from models.config import ModelConfig, Schema
 from models.registry import get_model, model_names
 
@@ -104,8 +105,19 @@ class TrackingConfig(Schema):
 
 
 class EvalConfig(Schema):
-    """The evaluation suite (`python -m harness.evaluate`); the defaults are the papers' counts."""
+    """The evaluation suite (`python -m harness.evaluate`); the defaults are the papers' counts.
 
+    A sweep folds its `metrics:` and weight files in here, so a trial's config.yaml records
+    what was measured and how."""
+
+    # metrics a trial measures (harness.metrics.registry names); None: the default set
+    metrics: list[str] | None = None
+    # local weight files (nothing is downloaded): torch-fidelity's Inception (FID on real
+    # data), an insightface ArcFace .onnx (id metric on real data), an SCRFD .onnx (aligned
+    # ArcFace crops); where a file lives is not part of a trial's id (harness.launch.spec)
+    inception_weights: str | None = None
+    arcface_onnx: str | None = None
+    face_detector_onnx: str | None = None
     cameras: Literal["prior", "dataset"] = "prior"  # FID/KID poses: camera prior or data poses
     # FID/KID features; auto: synthface-v2 on synthetic data, inception-v3-compat on real data
     # (synthface-v1: the earlier, realism-blind network, for reproducing old numbers)
@@ -129,6 +141,11 @@ class EvalConfig(Schema):
     view_samples: int = Field(1024, ge=1)  # latents rendered at two poses for view consistency
     class_samples: int = Field(1000, ge=1)  # masks for the class-frequency TV distance
     batch_size: int = Field(32, ge=1)  # images per generator call
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str] | None) -> list[str] | None:
+        return None if names is None else metric_registry.in_running_order(names)
 
 
 class ExperimentConfig(Schema):

@@ -2,7 +2,8 @@
 
 Measures the EMA generator of the run's newest network snapshot and writes RUN_DIR/metrics.json
 (plus RUN_DIR/eval/disentangle.csv and difference_maps.npz), and a W&B "eval" run when the
-run tracks to W&B. Metrics (default: all; sample counts from the run's preset, `evaluate.*`):
+run tracks to W&B. What is measured comes from the run's config (`evaluate.*`: the metrics,
+default the set below; the sample counts; weight files), the options here replacing it:
 
   fid, kid     torch-fidelity FID/KID of generated images (truncation 1, cameras from the pose
                prior or, with --set evaluate.cameras=dataset, the data's poses) against every
@@ -38,15 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of `python -m harness.evaluate`."""
     parser = make_parser("python -m harness.evaluate", __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a trained run directory")
-    parser.add_argument("--metrics", default=",".join(METRICS), help=(
-        f"comma-separated metrics (default: {','.join(METRICS)}): " + "; ".join(
+    parser.add_argument("--metrics", help=(
+        "comma-separated metrics (default: the run's evaluate.metrics, else "
+        f"{','.join(METRICS)}): " + "; ".join(
             f"{name}: {registry.get(name).summary}" for name in registry.names())))
     parser.add_argument("--num-samples", type=int, metavar="N",
-                        help="samples for every metric (default: the preset's evaluate counts; "
+                        help="samples for every metric (default: the run's evaluate.* counts; "
                              "paper: 50,000 for FID, 1,024 for id, 1,000 for disentangle)")
     parser.add_argument("--inception-weights", metavar="PATH",
                         help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
-                             "(default: torch's hub cache); needed for FID on real data")
+                             "(default: the run's evaluate.inception_weights, else torch's hub "
+                             "cache); needed for FID on real data")
     parser.add_argument("--arcface-onnx", metavar="PATH",
                         help="insightface ArcFace recognition model (.onnx) for the id metric; "
                              "needed on real data; faces are a fixed centre crop resized to "

@@ -138,12 +138,11 @@ def _preflight(sweep: Sweep) -> None:
     seen = set()
     for config in configs:
         key = (config.data.model_dump_json(), config.model.resolution,
-               config.evaluate.fid_extractor)
+               config.evaluate.model_dump_json())
         if key not in seen:
             seen.add(key)
             check_data(config.data, config.model.resolution)
-            choose_models(config, parse_metrics(spec.metrics), spec.inception_weights,
-                          spec.arcface_onnx, spec.face_detector_onnx, torch.device("cpu"))
+            choose_models(config, parse_metrics(config.evaluate.metrics), torch.device("cpu"))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ from typing import Any
 import yaml
 
 from harness.cli import run_main
-from harness.io import atomic_write_json
+from harness.config import config_to_dict
+from harness.io import atomic_write_json, atomic_write_yaml
 from harness.sweep import build_parser, main
+from harness.training.loop import CONFIG_FILE
 
 
 def write_sweep(path: Path, **fields: Any) -> Path:
@@ -44,8 +46,10 @@ def _note(run_dir: Path, what: str) -> None:
 
 def fake_train(config: Any, run_dir: Path, stage_every: int | None = None,
                on_stage: Any = None) -> None:
-    """Stands in for training: status.json like the loop's, a note in calls.txt; with stages,
-    calls on_stage at each stage end like the real one."""
+    """Stands in for training: config.yaml and status.json like the loop's, a note in
+    calls.txt; with stages, calls on_stage at each stage end like the real one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_yaml(run_dir / CONFIG_FILE, config_to_dict(config))
     total = config.train.iterations
     if stage_every and on_stage is not None:
         for end in range(stage_every, total, stage_every):
@@ -57,16 +61,20 @@ def fake_train(config: Any, run_dir: Path, stage_every: int | None = None,
                       {"state": "done", "iteration": total, "total": total})
 
 
-def fake_evaluate(run_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Stands in for evaluate_run: fid from the lifting alpha (smaller alpha, lower fid)."""
+def fake_evaluate(run_dir: Path, metrics: list[str] | None = None,
+                  track: bool | None = None) -> dict[str, Any]:
+    """Stands in for evaluate_run: fid from the lifting alpha (smaller alpha, lower fid); what
+    it was asked (its arguments and the run's evaluate.* settings) goes to evaluation.json."""
     config = yaml.safe_load((run_dir / "trial.json").read_text())
     alpha = config["overrides"].get("model.lifting.alpha", 1.0)
     status = json.loads((run_dir / "status.json").read_text())
     values = {"fid": 10.0 * alpha + 100.0 / status["iteration"], "kid": 0.01 * alpha,
               "iteration": status["iteration"]}
-    if evaluation.get("track") is not False:
+    if track is not False:
         _note(run_dir, "eval")
-    atomic_write_json(run_dir / "evaluation.json", evaluation)  # what the trial was asked
+    settings = yaml.safe_load((run_dir / CONFIG_FILE).read_text())["evaluate"]
+    atomic_write_json(run_dir / "evaluation.json",
+                      {"metrics": metrics, "track": track, "evaluate": settings})
     atomic_write_json(run_dir / "metrics.json", values)
     return values
 

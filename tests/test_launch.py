@@ -67,8 +67,9 @@ def test_processes_executor_runs_trials_in_parallel_processes(
     variants = [{"name": "a1", "set": {"model.lifting.alpha": 1.0}},
                 {"name": "a2", "set": {"model.lifting.alpha": 2.0}}]
     path = write_sweep(tmp_path / "s.yaml", grid={"variants": variants},
-                       overrides={"train.iterations": 2, "train.checkpoint_every": 2},
-                       metrics=["fid"], eval_samples=16)
+                       overrides={"train.iterations": 2, "train.checkpoint_every": 2,
+                                  "evaluate.fid_samples": 16},
+                       metrics=["fid"])
     runs = tmp_path / "runs"
     assert sweep_cli(str(path), "--runs-dir", str(runs), "--executor", "processes",
                      "--max-parallel", "2") == 0

@@ -74,6 +74,25 @@ def test_trial_ids_are_stable_and_follow_what_the_trial_computes(tmp_path: Path)
     assert not set(ids) & {t.trial_id for t in expand(other)}
 
 
+def test_what_a_trial_measures_is_in_its_config_and_id(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path / "s.yaml", grid={"variants": VARIANTS}, metrics=["kid", "fid"],
+                       inception_weights="/w/inception.pth")
+    trials = expand(load_sweep(path))
+    settings = trials[0].config.evaluate
+    assert settings.metrics == ["fid", "kid"] and settings.inception_weights == "/w/inception.pth"
+    assert trials[0].record("demo")["overrides"]["evaluate.metrics"] == ["kid", "fid"]
+    ids = [t.trial_id for t in trials]
+    # the metrics and their sample counts change what a trial computes ...
+    for change in ({"metrics": ["fid"]}, {"overrides": {"evaluate.fid_samples": 64}}):
+        changed = write_sweep(tmp_path / "c.yaml", grid={"variants": VARIANTS},
+                              **{"metrics": ["kid", "fid"], **change})
+        assert not set(ids) & {t.trial_id for t in expand(load_sweep(changed))}, change
+    # ... where a weight file lies does not (the command line's path resumes the same trials)
+    moved = write_sweep(tmp_path / "m.yaml", grid={"variants": VARIANTS}, metrics=["kid", "fid"],
+                        inception_weights="/elsewhere/inception.pth")
+    assert [t.trial_id for t in expand(load_sweep(moved))] == ids
+
+
 def test_variant_may_change_the_model(tmp_path: Path) -> None:
     path = write_sweep(tmp_path / "s.yaml", grid={"variants": [
         {"name": "m", "model": "3dssgan", "set": {"model.relative_depth": False}}]})
@@ -222,8 +241,10 @@ def test_weight_files_reach_every_trials_evaluation(tmp_path: Path, fake_stages:
     assert sweep_cli(str(path), "--runs-dir", str(runs), "--only", first, "--arcface-onnx",
                      "/w/arcface.onnx", "--face-detector-onnx", "/w/det.onnx") == 0
     asked = json.loads((SweepDir(runs, "demo").run_dir(first) / "evaluation.json").read_text())
-    assert asked["arcface_onnx"] == "/w/arcface.onnx"
-    assert asked["face_detector_onnx"] == "/w/det.onnx"
+    assert asked["metrics"] is None  # the trial's config decides
+    assert asked["evaluate"]["metrics"] == ["fid"]
+    assert asked["evaluate"]["arcface_onnx"] == "/w/arcface.onnx"
+    assert asked["evaluate"]["face_detector_onnx"] == "/w/det.onnx"
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
@@ -404,8 +425,8 @@ def test_local_sweep_end_to_end_with_offline_wandb(
         monkeypatch.delenv(variable, raising=False)
     path = write_sweep(tmp_path / "s.yaml", wandb=True, grid={"variants": VARIANTS[:1]},
                        overrides={"train.iterations": 4, "train.checkpoint_every": 2,
-                                  "train.sample_every": 4},
-                       metrics=["fid"], eval_samples=16)
+                                  "train.sample_every": 4, "evaluate.fid_samples": 16},
+                       metrics=["fid"])
     runs = tmp_path / "runs"
     assert sweep_cli(str(path), "--runs-dir", str(runs), "--executor", "local") == 0
     (trial_id,) = _ids(runs)

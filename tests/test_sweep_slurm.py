@@ -78,8 +78,8 @@ def grid(cluster_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     """Run the grid scenario once; what the tests look at."""
     tmp = tmp_path_factory.mktemp("grid")
     sweep = write_sweep(tmp / "s.yaml", name="slurmgrid", wandb=True,
-                        grid={"variants": VARIANTS}, overrides=SMOKE, metrics=["fid"],
-                        eval_samples=16)
+                        grid={"variants": VARIANTS},
+                        overrides={**SMOKE, "evaluate.fid_samples": 16}, metrics=["fid"])
     runs, log = tmp / "runs", tmp / "driver.log"
     sweep_dir = runs / "slurmgrid"
     first = _driver(sweep, runs, cluster_env, log)
@@ -186,8 +186,9 @@ def test_optuna_search_with_two_parallel_slurm_workers(
     space = {"model.lifting.alpha": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
     sweep = write_sweep(tmp_path / "s.yaml", name="slurmsearch",
                         search={"sampler": "grid", "space": space},
-                        overrides={"train.iterations": 2, "train.checkpoint_every": 2},
-                        metrics=["fid"], eval_samples=16)
+                        overrides={"train.iterations": 2, "train.checkpoint_every": 2,
+                                   "evaluate.fid_samples": 16},
+                        metrics=["fid"])
     runs, log = tmp_path / "runs", tmp_path / "driver.log"
     code = _finish(_driver(sweep, runs, cluster_env, log, "--max-parallel", "2"), log)
     assert code == 0, log.read_text()[-3000:]
@@ -209,8 +210,9 @@ def test_trial_trains_data_parallel_over_two_slurm_tasks(
 
     sweep = write_sweep(tmp_path / "s.yaml", name="slurmddp",
                         slurm={"profile": "local", "overrides": {"tasks_per_node": 2}},
-                        overrides={"train.iterations": 2, "train.checkpoint_every": 2},
-                        metrics=["fid"], eval_samples=16)
+                        overrides={"train.iterations": 2, "train.checkpoint_every": 2,
+                                   "evaluate.fid_samples": 16},
+                        metrics=["fid"])
     runs, log = tmp_path / "runs", tmp_path / "driver.log"
     assert _finish(_driver(sweep, runs, cluster_env, log), log) == 0, log.read_text()[-3000:]
     state = json.loads((runs / "slurmddp" / "state.json").read_text())
@@ -238,13 +240,13 @@ def test_usr2_during_training_saves_the_current_iteration_and_redoes_none(
     iterations = 200
     config = load_config(None, "smoke", [f"train.iterations={iterations}", "train.log_every=1",
                                          f"train.checkpoint_every={iterations}",
-                                         f"train.sample_every={iterations}"])
+                                         f"train.sample_every={iterations}",
+                                         "evaluate.metrics=[fid]", "evaluate.fid_samples=16"])
     run_dir = tmp_path / "run"
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm" / "%j", slurm_max_num_timeout=3)
     executor.update_parameters(**yaml.safe_load(
         (Path(__file__).parents[1] / "slurm" / "profiles" / "local.yaml").read_text()))
-    job = executor.submit(TrialJob(run_dir, config_to_dict(config), "usr2",
-                                   {"metrics": ["fid"], "num_samples": 16, "track": False}))
+    job = executor.submit(TrialJob(run_dir, config_to_dict(config), "usr2"))
 
     def trained(at_least: int) -> bool:
         path = run_dir / "status.json"

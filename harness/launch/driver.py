@@ -116,7 +116,7 @@ class GridRun:
     def job(self, trial: Trial) -> TrialJob:
         """The callable that runs a trial."""
         return TrialJob(self.dir.run_dir(trial.trial_id), config_to_dict(trial.config),
-                        trial.trial_id, self.sweep.evaluation())
+                        trial.trial_id)
 
     def rows(self) -> list[Row]:
         """The display rows of every trial."""

@@ -221,13 +221,11 @@ class SearchWorker(submitit.helpers.Checkpointable):
         record = {**point.record(self.sweep.name), "variant": label(trial.params)}
         run_dir = sweep_dir.write_trial(record)
         metric = search.objective.metric
-        evaluation = self.sweep.evaluation()
 
         def on_stage(iteration: int) -> None:
             from harness.launch.trial import evaluate
 
-            values = evaluate(run_dir, {**evaluation, "metrics": [metric_group(metric)],
-                                        "track": False})
+            values = evaluate(run_dir, metrics=[metric_group(metric)], track=False)
             value = float(values[metric])
             trial.report(value, iteration)
             if trial.should_prune():
@@ -236,7 +234,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
         pruning = search.pruning
         try:
             every = pruning.every(point.config.train.iterations) if pruning else None
-            result = run_trial(run_dir, point.config, point.trial_id, evaluation, every,
+            result = run_trial(run_dir, point.config, point.trial_id, every,
                                on_stage if pruning else None)
             if result and result.get("status") == BUSY:  # the same point, drawn elsewhere
                 with FileLock(run_dir / TRIAL_LOCK):

@@ -39,9 +39,13 @@ from models.config import Schema
 
 # Metric groups `harness.evaluate.evaluate_run(metrics=...)` computes (contract 1).
 METRIC_GROUPS = metric_registry.names()
-# Settings that do not change what a trial computes, so not part of its id.
+# Settings that do not change what a trial computes, so not part of its id. Weight files are
+# recorded in config.yaml but not hashed: the same file given at another path (another
+# machine, `--inception-weights` on a later run) must resume the same trials; FID statistics
+# are cached by the file's digest.
+WEIGHT_FILES = ("inception_weights", "arcface_onnx", "face_detector_onnx")
 ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
-              "tracking.")
+              "tracking.", *(f"evaluate.{name}" for name in WEIGHT_FILES))
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_CHOICES = "synthetic or celebamask-hq=PATH"
 
@@ -223,14 +227,23 @@ class SweepSpec(Schema):
     # the variant every other arm is compared with in the report (default: the first one)
     reference: str | None = None
     search: Search | None = None
-    metrics: list[Literal[METRIC_GROUPS]] | None = None  # type: ignore[valid-type]  # None: all
-    eval_samples: int | None = Field(None, ge=2)  # evaluation samples; None: the preset's
+    # what every trial measures (evaluate.metrics of its config); None: the default set
+    metrics: list[Literal[METRIC_GROUPS]] | None = Field(None, min_length=1)  # type: ignore[valid-type]
+    # weight files (evaluate.* of every trial's config; the command line's flags win)
     inception_weights: str | None = None  # FID on real data: torch-fidelity's Inception file
     arcface_onnx: str | None = None  # identity metric on real data: an ArcFace .onnx file
     face_detector_onnx: str | None = None  # identity metric: SCRFD .onnx for aligned crops
     wandb: bool = True  # one W&B run per trial (offline without credentials)
     slurm: SlurmSettings = SlurmSettings()
     report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_eval_samples(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "eval_samples" in data:
+            raise ValueError("eval_samples is gone: set each metric's count in overrides:, "
+                             "e.g. evaluate.fid_samples: 2000 (docs/changelog.md)")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -325,18 +338,19 @@ class Sweep:
         record["overrides"].update(self.set_overrides())
         return record
 
-    def evaluation(self) -> dict[str, Any]:
-        """Keyword arguments of `harness.evaluate.evaluate_run` for every trial."""
+    def evaluation_overrides(self) -> dict[str, Any]:
+        """The file's `metrics:` and weight files as evaluate.* keys (those it sets)."""
         spec = self.spec
-        return {"metrics": spec.metrics, "num_samples": spec.eval_samples,
-                "inception_weights": spec.inception_weights, "arcface_onnx": spec.arcface_onnx,
-                "face_detector_onnx": spec.face_detector_onnx}
+        values = {"metrics": spec.metrics, **{name: getattr(spec, name) for name in WEIGHT_FILES}}
+        return {f"evaluate.{name}": copy.deepcopy(value) for name, value in values.items()
+                if value is not None}
 
     def base_overrides(self) -> dict[str, Any]:
-        """Dotted keys every trial shares: model, data, tracking, then the file's overrides."""
+        """Dotted keys every trial shares: model, data, tracking, evaluation, then the file's
+        overrides."""
         return {"model.name": self.spec.model, **data_overrides(self.spec.data),
                 "tracking.wandb": self.spec.wandb, "tracking.group": self.spec.name,
-                **copy.deepcopy(self.spec.overrides)}
+                **self.evaluation_overrides(), **copy.deepcopy(self.spec.overrides)}
 
     def trial(self, label: str, values: dict[str, Any], seed: int, origin: str) -> Trial:
         """The trial of `values` (dotted keys) at `seed`, validated; `origin` names the place

@@ -48,12 +48,14 @@ class Pruned(Exception):
 StageCallback = Callable[[int], None]
 
 
-def evaluate(run_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a run's newest snapshot: `harness.evaluate.evaluate_run(run_dir,
-    **evaluation)` (contract 1; metrics, num_samples, weights paths, track)."""
+def evaluate(run_dir: Path, metrics: list[str] | None = None,
+             track: bool | None = None) -> dict[str, Any]:
+    """Evaluate a run's newest snapshot as its config's `evaluate.*` says (contract 1):
+    `harness.evaluate.evaluate_run`; `metrics` and `track` replace the config's choice (a
+    search's intermediate evaluations measure the objective only, untracked)."""
     from harness.evaluate import evaluate_run
 
-    return evaluate_run(run_dir, **evaluation)
+    return evaluate_run(run_dir, metrics=metrics, track=track)
 
 
 def _with_iterations(config: ExperimentConfig, iterations: int) -> ExperimentConfig:
@@ -80,11 +82,11 @@ def run_trial(
     run_dir: Path,
     config: ExperimentConfig,
     trial_id: str,
-    evaluation: dict[str, Any] | None = None,  # keyword arguments of evaluate_run
     stage_every: int | None = None,  # iterations between `on_stage` calls (pruning)
     on_stage: StageCallback | None = None,
 ) -> dict[str, Any] | None:
-    """Train, evaluate and write RUN_DIR/result.json; return the result (None on ranks > 0).
+    """Train, evaluate (as config.evaluate says) and write RUN_DIR/result.json; return the
+    result (None on ranks > 0).
 
     A finished trial returns its result.json without work. A failure writes error.json
     {trial_id, stage, message} (message: a UserError's one line, else "Type: what it says")
@@ -114,7 +116,7 @@ def run_trial(
                 return None
             trained = time.time()
             stage = "eval"
-            values = evaluate(run_dir, evaluation or {})
+            values = evaluate(run_dir)
         except Pruned as pruned:
             if info.is_main:
                 atomic_write_json(run_dir / PRUNED_FILE, {"trial_id": trial_id,
@@ -166,17 +168,15 @@ class TrialJob(submitit.helpers.Checkpointable):
     """A trial as a submitit job; calling it runs `run_trial`. `checkpoint()` requeues the
     same job, which resumes from the run directory's newest checkpoint."""
 
-    def __init__(self, run_dir: str | Path, config: dict[str, Any], trial_id: str,
-                 evaluation: dict[str, Any] | None = None):
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], trial_id: str):
         self.run_dir = str(Path(run_dir).resolve())
-        self.config = config  # the resolved config (plain types: pickles anywhere)
+        self.config = config  # the resolved config, evaluate.* included (plain types)
         self.trial_id = trial_id
-        self.evaluation = evaluation  # keyword arguments of evaluate_run
 
     def __call__(self) -> dict[str, Any] | None:
         job_logging()
         config = resolve_config(self.config, file_name=f"{self.run_dir} (trial config)")
-        return run_trial(Path(self.run_dir), config, self.trial_id, self.evaluation)
+        return run_trial(Path(self.run_dir), config, self.trial_id)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue this job as it is (preemption or time limit); close the W&B run first, so

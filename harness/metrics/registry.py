@@ -84,6 +84,16 @@ def names(default_only: bool = False) -> tuple[str, ...]:
     return tuple(name for name, metric in _METRICS.items() if metric.default or not default_only)
 
 
+def in_running_order(chosen: list[str] | tuple[str, ...]) -> list[str]:
+    """`chosen` names in running order, each once; a ValueError for none or an unknown one."""
+    if not chosen:
+        raise ValueError("no metric named; name metrics, or leave them out for the default set")
+    unknown = [name for name in chosen if name not in _METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(_METRICS)}")
+    return [name for name in _METRICS if name in chosen]
+
+
 def get(name: str) -> Metric:
     """The registration of metric `name` (a KeyError for an unknown one)."""
     return _METRICS[name]

@@ -82,20 +82,36 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
         return list(METRICS)
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     names = [name.strip() for name in names if name.strip()]
-    known = registry.names()
-    unknown = [name for name in names if name not in known] or ([] if names else ["(none)"])
-    if unknown:
-        raise UserError(f"--metrics {','.join(names)}: unknown metric {unknown[0]!r}; choose "
-                        f"from {','.join(known)}")
-    return [name for name in known if name in names]
+    try:
+        return registry.in_running_order(names)
+    except ValueError as error:
+        raise UserError(f"--metrics {','.join(names)}: {error}") from None
 
 
-def sample_counts(config: ExperimentConfig, num_samples: int | None) -> dict[str, int]:
-    """Samples per metric: `num_samples` for every metric, else the preset's counts."""
-    if num_samples is not None and num_samples < 2:
-        raise UserError(f"--num-samples {num_samples}: need at least 2 samples per metric")
-    return {name: num_samples or getattr(config.evaluate, registry.get(name).samples)
+def sample_counts(config: ExperimentConfig) -> dict[str, int]:
+    """Samples per metric: its `evaluate.*` count."""
+    return {name: getattr(config.evaluate, registry.get(name).samples)
             for name in registry.names()}
+
+
+def with_choices(
+    config: ExperimentConfig,
+    metrics: str | Sequence[str] | None = None,
+    num_samples: int | None = None,
+    weights: dict[str, str | Path | None] | None = None,
+) -> ExperimentConfig:
+    """`config` with an evaluation's explicit choices folded into `evaluate.*`: the metrics,
+    one sample count for every metric, weight files (evaluate.inception_weights,
+    arcface_onnx, face_detector_onnx); None leaves the config's value."""
+    changes: dict[str, Any] = {}
+    if metrics is not None:
+        changes["metrics"] = parse_metrics(metrics)
+    if num_samples is not None:
+        if num_samples < 2:
+            raise UserError(f"--num-samples {num_samples}: need at least 2 samples per metric")
+        changes |= {registry.get(name).samples: num_samples for name in registry.names()}
+    changes |= {name: str(path) for name, path in (weights or {}).items() if path is not None}
+    return config.model_copy(update={"evaluate": config.evaluate.model_copy(update=changes)})
 
 
 def _with_overrides(config: ExperimentConfig, overrides: Sequence[str] | None
@@ -123,35 +139,41 @@ def plan_evaluation(
     overrides: Sequence[str] | None = None,
     snapshot: str | Path | None = None,
 ) -> Plan:
-    """Load the run's EMA generator and check every input the metrics need (weights, models)."""
+    """Load the run's EMA generator and check every input the metrics need (weights, models).
+    What to measure is the run's `evaluate.*` settings with the arguments that are not None
+    folded in."""
     run_dir = Path(run_dir)
-    chosen = parse_metrics(metrics)
+    if metrics is not None:
+        parse_metrics(metrics)  # an unknown name fails before the snapshot loads
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run directory not found; give a trained run directory")
     torch_device = resolve_device(device, "--device")
     loaded = load_generator(run_dir, torch_device, snapshot)
-    config = _with_overrides(loaded.config, overrides)
-    counts = sample_counts(config, num_samples)
-    extractor, embedder = choose_models(config, chosen, inception_weights, arcface_onnx,
-                                        face_detector_onnx, torch_device)
-    return Plan(run_dir, loaded, config, chosen, counts, seed, extractor, embedder)
+    config = with_choices(_with_overrides(loaded.config, overrides), metrics, num_samples,
+                          {"inception_weights": inception_weights, "arcface_onnx": arcface_onnx,
+                           "face_detector_onnx": face_detector_onnx})
+    chosen = parse_metrics(config.evaluate.metrics)
+    extractor, embedder = choose_models(config, chosen, torch_device)
+    return Plan(run_dir, loaded, config, chosen, sample_counts(config), seed, extractor,
+                embedder)
 
 
 def choose_models(
     config: ExperimentConfig,
     chosen: Sequence[str],
-    inception_weights: str | Path | None,
-    arcface_onnx: str | Path | None,
-    face_detector_onnx: str | Path | None,
     device: torch.device,
 ) -> tuple[tuple[str, Path | None] | None, Embedder | None]:
     """The FID feature extractor and the identity embedder that the `chosen` metrics need for
-    `config` (None where none is needed); a UserError for a missing or wrong weight file."""
+    `config` (None where none is needed), from its `evaluate.*` weight files; a UserError for
+    a missing or wrong weight file."""
     needs = {registry.get(name).needs for name in chosen}
+    settings = config.evaluate
     # (the embedder first: its errors come before the extractor's unused-weights warning)
-    embedder = (choose_embedder(config, arcface_onnx, device, face_detector_onnx)
+    embedder = (choose_embedder(config, settings.arcface_onnx, device,
+                                settings.face_detector_onnx)
                 if "embedder" in needs else None)
-    extractor = choose_extractor(config, inception_weights) if "extractor" in needs else None
+    extractor = (choose_extractor(config, settings.inception_weights)
+                 if "extractor" in needs else None)
     return extractor, embedder
 
 
@@ -313,8 +335,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's newest (or given) snapshot; returns what it wrote to metrics.json.
 
-    metrics: names or a comma list from fid,kid,id,disentangle,views (None = all);
-    num_samples: samples for every metric (None = the config's `evaluate` counts);
+    Every argument left None takes the run's `evaluate.*` setting:
+    metrics: names or a comma list of registered metrics (evaluate.metrics; None there: the
+        default set);
+    num_samples: samples for every metric (evaluate.fid_samples, id_samples, ...);
     inception_weights / arcface_onnx: local weight files (nothing is ever downloaded);
     face_detector_onnx: an insightface SCRFD detector (.onnx) to align ArcFace's faces by their
         five landmarks (None: a fixed centre crop, `evaluate.id_crop`);
