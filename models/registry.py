@@ -29,6 +29,21 @@ class ModelSpec:
     three_d_aware: bool = True  # renders from a 3D representation, Table 2
     description: str = ""
 
+    def cannot(self, operation: str) -> str | None:
+        """Why this model cannot do `operation`, None when it can: "pose", "turntable" and
+        "depth" need a camera (a 3D-aware model); "progressive" needs per-part generators and
+        "shape-edit" a shape code of the part's own (a compositional model)."""
+        if operation in ("pose", "turntable", "depth") and not self.three_d_aware:
+            return (f"{self.name} is a 2D model: it has no camera, so every view is the same "
+                    "image" + (" and there is no depth" if operation == "depth" else ""))
+        if operation == "progressive" and self.disentanglement == "weak":
+            return (f"{self.name} is a holistic model (one code for the whole face, no "
+                    "per-part generators): progressive generation is undefined")
+        if operation == "shape-edit" and self.disentanglement == "weak":
+            return (f"{self.name} is a holistic model: a part's shape code is the whole "
+                    "face's, so a shape edit changes the whole geometry")
+        return None
+
 
 _MODELS: dict[str, ModelSpec] = {}
 

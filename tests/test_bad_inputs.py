@@ -1,4 +1,4 @@
-"""A corpus of bad inputs, tried as a new user would, against all six entry points.
+"""A corpus of bad inputs, tried as a new user would, against the entry points.
 
 The promise (README, "Usage"): a mistake in the input prints one line on stderr saying what is
 wrong, where and how to fix it, exits with code 2, shows no traceback, and leaves nothing
@@ -34,10 +34,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from snapshots import save_untrained_snapshot
 
 from harness.cli import run_main
 from harness.config import config_to_dict, load_config
-from models.registry import get_model
 
 ENTRY_POINTS = {
     "train": "harness.train",
@@ -46,6 +46,7 @@ ENTRY_POINTS = {
     "report": "harness.report.__main__",
     "data": "harness.data.__main__",
     "bench": "harness.bench.__main__",
+    "invert": "harness.invert",
 }
 # One line: the harness's `error: ...`, or argparse's `python -m harness.<verb>[ sub]: error:`.
 ERROR_LINE = re.compile(r"(?:python -m harness\.[a-z]+(?: [a-z-]+)?: )?error: \S.*")
@@ -557,6 +558,60 @@ def _bench_garbage_checkpoint(env: Env) -> tuple[list[str], list[str]]:
     return _bench("depth-guided", "--run-dir", "run", "--skip-paper")(env)
 
 
+# ---- python -m harness.invert -----------------------------------------------------------------
+
+INVERT_OUTPUTS = ["out"]
+
+
+def _portrait(env: Env, name: str = "face.png", mode: str = "RGB", value: int = 128) -> str:
+    from PIL import Image
+
+    path = env.path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (40, 40), value).save(path)
+    return name
+
+
+def _invert(*flags: str, images: tuple[str, ...] = ("face.png",), run: bool = True,
+            setup: Callable[[Env], Any] | None = None) -> Build:
+    def build(env: Env) -> tuple[list[str], list[str]]:
+        if run:
+            env.run()
+        for image in images:
+            if image.endswith(".png") and not env.path(image).exists():
+                _portrait(env, image)
+        if setup is not None:
+            setup(env)
+        return ["run", *images, "--out", "out", *flags], INVERT_OUTPUTS
+    return build
+
+
+case("invert", "run-dir-missing")(_invert(run=False))
+case("invert", "run-dir-without-checkpoint")(
+    _invert(run=False, setup=lambda env: env.path("run").mkdir()))
+case("invert", "image-missing")(_invert(images=("face.jpg",)))
+case("invert", "image-is-text")(
+    _invert(images=("notes.png",), setup=lambda env: env.write("notes.png", "hello\n")))
+case("invert", "out-is-a-file")(
+    lambda env: (_invert(setup=lambda e: e.write("out", "x\n"))(env)[0], []))
+case("invert", "two-images-same-name")(_invert(images=("a/face.png", "b/face.png")))
+case("invert", "masks-count-mismatch")(
+    _invert("--masks", "m1.png", "m2.png",
+            setup=lambda env: [_portrait(env, m, "L", 1) for m in ("m1.png", "m2.png")]))
+case("invert", "mask-class-id-too-large")(
+    _invert("--masks", "mask.png", setup=lambda env: _portrait(env, "mask.png", "L", 40)))
+case("invert", "mask-is-colour")(
+    _invert("--masks", "mask.png", setup=lambda env: _portrait(env, "mask.png", "RGB", 1)))
+case("invert", "steps-zero")(_invert("--steps", "0"))
+case("invert", "lr-negative")(_invert("--lr", "-0.1"))
+case("invert", "identity-weight-nan")(_invert("--identity-weight", "nan"))
+case("invert", "arcface-missing")(_invert("--arcface-onnx", "w600k_r50.onnx"))
+case("invert", "snapshot-is-a-text-file")(
+    _invert("--snapshot", "notes.pt", setup=lambda env: env.write("notes.pt", "notes\n")))
+case("invert", "results-file-damaged")(
+    lambda env: (_invert(setup=lambda e: e.write("out/inversion.json", "{oops"))(env)[0], []))
+
+
 # ---- the test ---------------------------------------------------------------------------------
 
 
@@ -569,11 +624,7 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dic
     for name in ("3dssgan", "cnerf"):
         config = load_config(None, "smoke", [f"model.name={name}",
                                              f"data.cache_dir={data_cache}"])
-        torch.manual_seed(0)
-        generator = get_model(name).build_generator(config.model)
-        paths[name] = root / f"{name}.pt"
-        torch.save({"iteration": 0, "generator_ema": generator.state_dict(),
-                    "config": config_to_dict(config)}, paths[name])
+        paths[name] = save_untrained_snapshot(root / f"{name}.pt", config)
     return paths
 
 
@@ -603,6 +654,7 @@ def nothing_expensive(monkeypatch: pytest.MonkeyPatch) -> None:
     import harness.bench.training
     import harness.launch.trial
     import harness.metrics.suite
+    import harness.studio.inversion
     import harness.training.loop
 
     for module, name in ((harness.training.loop, "build_gan"),
@@ -613,7 +665,8 @@ def nothing_expensive(monkeypatch: pytest.MonkeyPatch) -> None:
                          (harness.bench.renderer, "bench_renderer"),
                          (harness.bench.training, "bench_cpu_preset"),
                          (harness.bench.training, "bench_paper_step"),
-                         (harness.bench.models, "bench_models")):
+                         (harness.bench.models, "bench_models"),
+                         (harness.studio.inversion, "invert")):
         monkeypatch.setattr(module, name, _stub(f"{module.__name__}.{name}"))
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from snapshots import save_untrained_snapshot
 
 from harness.cli import run_main
-from harness.config import config_to_dict, load_config
+from harness.config import load_config
 from harness.data.classes import CLASS_NAMES
 from harness.evaluate import build_parser, evaluate_run, main
 from harness.training.loop import training_loop
@@ -167,12 +168,7 @@ def test_every_zoo_model_is_measured_through_its_own_edit_part(
 ) -> None:
     """Untrained smoke generators of the other zoo models (a snapshot is all a run needs)."""
     config = load_config(None, "smoke", [f"model.name={name}"])
-    torch.manual_seed(0)
-    generator = get_model(name).build_generator(config.model)
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({"iteration": 0, "generator_ema": generator.state_dict(),
-                "config": config_to_dict(config)},
-               tmp_path / "checkpoints" / "network-snapshot-00000000.pt")
+    save_untrained_snapshot(tmp_path / "checkpoints" / "network-snapshot-00000000.pt", config)
     values = evaluate_run(tmp_path, metrics="disentangle,views", num_samples=2, track=False)
     assert all(0 <= values[f"d_mean/{part}@frontal"] < 1 for part in PARTS)
     if get_model(name).three_d_aware:

@@ -36,7 +36,19 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "grep -m1 -E \"^pip install -e '\\.\\[test\\]'\" README.md" in ci
 
 
-@pytest.mark.parametrize("verb", ["train", "data", "evaluate", "sweep", "report", "bench"])
+# Every `python -m harness.<verb>`: a module with a __main__ guard, or a package's __main__.py.
+ENTRY_POINTS = sorted(
+    [path.stem for path in (ROOT / "harness").glob("*.py")
+     if 'if __name__ == "__main__":' in path.read_text()]
+    + [path.parent.name for path in (ROOT / "harness").glob("*/__main__.py")])
+
+
+def test_the_entry_points_are_found() -> None:
+    assert {"train", "data", "evaluate", "sweep", "report", "bench", "invert",
+            "studio"} <= set(ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("verb", ENTRY_POINTS)
 def test_every_entry_point_has_help(verb: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"harness.{verb}", "--help"],
                             capture_output=True, text=True, cwd=ROOT)

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from snapshots import save_untrained_snapshot
 from sweep_helpers import offline_runs
 
 from harness.config import config_to_dict, flatten, resolve_config
-from harness.io import atomic_torch_save, atomic_write_json, atomic_write_yaml
+from harness.io import atomic_write_json, atomic_write_yaml
 from harness.report import build_report
 from harness.report.sources import load_sweep
 from harness.report.tables import PARTS, VIEWS, bootstrap_ci
@@ -701,7 +702,6 @@ RENDERED_FIGURES = ["editing", "multiview", "progressive", "interpolation"]
 @pytest.fixture(scope="module")
 def figure_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sweep with an (untrained) 3D-SSGAN snapshot, and a setting without one."""
-    from models.registry import get_model
 
     root = tmp_path_factory.mktemp("figure-runs")
     atomic_write_yaml(root / "figs" / "sweep.yaml", {"name": "figs", "report": {
@@ -714,11 +714,8 @@ def figure_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "trial_id": trial, "sweep": "figs", "variant": f"variant-{trial}", "seed": 0,
             "overrides": {}, "model": "3dssgan", "preset": "smoke"})
         if trial == "f01":
-            torch.manual_seed(0)
-            generator = get_model("3dssgan").build_generator(config.model)
-            atomic_torch_save(run_dir / "checkpoints" / "network-snapshot-00000000.pt", {
-                "iteration": 0, "generator_ema": generator.state_dict(),
-                "config": config_to_dict(config)})
+            save_untrained_snapshot(
+                run_dir / "checkpoints" / "network-snapshot-00000000.pt", config)
     return root
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m harness.bench [renderer|depth-guided|train|eval|models|all]`.
+"""Benchmarks: `python -m harness.bench [renderer|depth-guided|train|eval|models|studio|all]`.
 
 Each section measures its contenders side by side in this one run and prints ratios with
 the targets they are held to; `--json OUT` writes every figure (flat dotted keys such as
@@ -19,8 +19,9 @@ from harness.cli import make_parser, positive_int, run_main
 from harness.config import EvalConfig
 from harness.errors import UserError
 from harness.io import atomic_write_json
+from models.registry import model_names
 
-SECTIONS = ("renderer", "depth-guided", "train", "eval", "models")
+SECTIONS = ("renderer", "depth-guided", "train", "eval", "models", "studio")
 # key -> (comparison, target): what each headline figure is held to
 TARGETS: dict[str, tuple[str, float]] = {
     "renderer.memory_ratio": (">=", 10.0),
@@ -33,6 +34,11 @@ TARGETS: dict[str, tuple[str, float]] = {
     "depth_guided.paper.speedup": (">=", 3.0),
     "depth_guided.psnr_db": (">=", 35.0),
     "eval.overhead": ("<=", 0.15),
+    # the studio answers a slider within a second at the cpu preset; on a GPU a default
+    # inversion (200 steps) of one portrait at the paper preset within a minute
+    **{f"studio.{model}.cpu.{what}_s": ("<=", 1.0) for model in model_names()
+       for what in ("render", "edit")},
+    "studio.3dssgan.paper.inversion_s": ("<=", 60.0),
 }
 
 
@@ -152,9 +158,29 @@ def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
     return figures
 
 
+def run_studio(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from harness.bench.studio import bench_studio
+    from harness.studio.inversion import InversionSettings
+
+    rows = bench_studio(device, run_dir=args.run_dir, repeats=args.repeats)
+    _print_rows("studio: render, part edit, inversion (cpu preset; untrained models cost what "
+                "trained ones do)", rows)
+    steps = InversionSettings().steps
+    figures: dict[str, Any] = {}
+    for row in rows:
+        key = f"studio.{row['model']}.{row['preset']}"
+        figures |= {f"{key}.render_s": row["render_s"], f"{key}.edit_s": row["edit_s"],
+                    f"{key}.inversion_s": row["inversion_s_per_100"] * steps / 100}
+    if device.type == "cuda" and not args.skip_paper:
+        paper = bench_studio(device, repeats=args.repeats, preset="paper", models=("3dssgan",))[0]
+        _print_rows("studio at the paper preset (3D-SSGAN)", [paper])
+        figures["studio.3dssgan.paper.inversion_s"] = paper["inversion_s_per_100"] * steps / 100
+    return figures
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, torch.device], dict[str, Any]]] = {
     "renderer": run_renderer, "depth-guided": run_depth_guided, "train": run_train,
-    "eval": run_eval, "models": run_models,
+    "eval": run_eval, "models": run_models, "studio": run_studio,
 }
 
 

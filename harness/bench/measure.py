@@ -20,15 +20,16 @@ from models.registry import get_model
 GIB = 1024**3
 
 
-def bench_generator(run_dir: Path | None, preset: str, device: torch.device
-                    ) -> tuple[torch.nn.Module, ExperimentConfig, str]:
+def bench_generator(run_dir: Path | None, preset: str, device: torch.device,
+                    model: str | None = None) -> tuple[torch.nn.Module, ExperimentConfig, str]:
     """(generator in eval mode, its config, a description): the EMA generator of a trained run,
-    or an untrained model of `preset`'s config (seeded), whose cost is the same."""
+    or an untrained `model` (default: the preset's) of `preset`'s config (seeded), whose cost
+    is the same."""
     if run_dir is not None:
         loaded = load_generator(run_dir, device)
         return (loaded.generator, loaded.config,
                 f"{run_dir} (iteration {loaded.iteration})")
-    config = load_config(None, preset)
+    config = load_config(None, preset, [f"model.name={model}"] if model else [])
     torch.manual_seed(0)
     generator = get_model(config.model.name).build_generator(config.model)
     return (generator.to(device).eval(), config,

@@ -8,6 +8,9 @@ from models.parts import PART_NAMES
 CLASS_NAMES: tuple[str, ...] = PART_NAMES
 NUM_CLASSES = len(CLASS_NAMES)
 CLASS_IDS = {name: index for index, name in enumerate(CLASS_NAMES)}
+# Progressive generation (3D-SSGAN Fig. 8): parts switched on one at a time, back to front.
+PROGRESSIVE_ORDER = ("background", "face", "neck", "cloth", "hair", "ears", "eyes", "brows",
+                     "nose", "mouth")
 
 # CelebAMask-HQ part files -> class, in painting order: later rows overwrite earlier ones.
 CELEBAMASK_PAINT_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -51,17 +51,37 @@ def prepared_dataset_dir(data: DataConfig, resolution: int) -> Path:
             seed=data.seed, cache_dir=cache_root(data) / "synthetic",
         )
     check_data(data, resolution)
+    out = _prepared_path(data, resolution)
+    if not (out / "meta.json").is_file():
+        from harness.data.celebamask import prepare_celebamask
+
+        prepare_celebamask(Path(str(data.path)).expanduser(), out, resolution)
+    return out
+
+
+def existing_dataset_dir(data: DataConfig, resolution: int) -> Path | None:
+    """The prepared dataset for `data` at `resolution` if it is on this machine (None: not
+    prepared, or no data folder); never creates anything."""
+    if data.source == "synthetic":
+        from harness.data.synthetic import synthetic_dir
+
+        out = synthetic_dir(data.identities, data.views, resolution, data.seed,
+                            cache_root(data) / "synthetic")
+    elif data.path is None:
+        return None
+    else:
+        out = _prepared_path(data, resolution)
+    return out if (out / "meta.json").is_file() else None
+
+
+def _prepared_path(data: DataConfig, resolution: int) -> Path:
+    """A real dataset's prepared copy: the folder itself when prepared already, else its
+    place in the cache (keyed by the folder's absolute path and the resolution)."""
     path = Path(str(data.path)).expanduser()
     if (path / "meta.json").is_file():
         return path
-    from harness.data.celebamask import prepare_celebamask
-
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-    key = f"{path.resolve().name}-{digest}-{resolution}"
-    out = cache_root(data) / "celebamask-hq" / key
-    if not (out / "meta.json").is_file():
-        prepare_celebamask(path, out, resolution)
-    return out
+    return cache_root(data) / "celebamask-hq" / f"{path.resolve().name}-{digest}-{resolution}"
 
 
 def open_dataset(data: DataConfig, resolution: int, split: str = "train") -> PreparedDataset:

@@ -175,14 +175,21 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def synthetic_dir(identities: int, views: int, resolution: int, seed: int,
+                  cache_dir: str | Path | None = None) -> Path:
+    """Where the synthetic dataset with these parameters is cached (it may not exist yet)."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / f"{GENERATOR_VERSION}-i{identities}-v{views}-r{resolution}-s{seed}"
+
+
 def ensure_synthetic(
     identities: int, views: int, resolution: int, seed: int,
     cache_dir: str | Path | None = None,
 ) -> Path:
     """The cached synthetic dataset with these parameters, generated on first use."""
     _check_size(identities, views, resolution)
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    out = root / f"{GENERATOR_VERSION}-i{identities}-v{views}-r{resolution}-s{seed}"
+    out = synthetic_dir(identities, views, resolution, seed, cache_dir)
+    root = out.parent
     if (out / "meta.json").is_file():
         return out
     with _locked(root / f".{out.name}.lock"):

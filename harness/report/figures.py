@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
-from harness.data.classes import CLASS_COLOURS, CLASS_IDS, CLASS_NAMES
+from harness.data.classes import CLASS_COLOURS, CLASS_IDS, CLASS_NAMES, PROGRESSIVE_ORDER
 from harness.io import atomic_write
 from harness.report.sources import SweepData, cell
 from harness.report.tables import ablation, lifting, model_design, setting_of
@@ -42,9 +42,6 @@ FIGURE_SEED = 0  # latents of every rendered figure; the same seed for every mod
 EDIT_PART = "mouth"  # the part edited in the editing figure (paper Fig. 4)
 MULTIVIEW_IDENTITIES = 2
 MULTIVIEW_YAWS = tuple(YAW_MEAN + k * YAW_STD for k in (-2, -1, 0, 1, 2))  # +-2 prior stds
-# Progressive generation (Fig. 8): parts switched on one at a time, back to front.
-PROGRESSIVE_ORDER = ("background", "face", "neck", "cloth", "hair", "ears", "eyes", "brows",
-                     "nose", "mouth")
 INTERPOLATION_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TILE_INCHES = 0.9  # figure inches per image tile
 NOTE_CHARS_PER_INCH = 18  # wrap width of the notes under a figure (6 pt text)
@@ -330,10 +327,9 @@ def holistic_edits(rep: Representative) -> str | None:
 
 def no_progressive(rep: Representative) -> str | None:
     """Why progressive generation is undefined for the model (None: it is defined)."""
-    if rep.holistic:
-        return (f"{rep.model} is a holistic model (one code for the whole face, no per-part "
-                "generators): progressive generation is undefined")
-    return None
+    from models.registry import get_model
+
+    return get_model(rep.model).cannot("progressive") if rep.holistic else None
 
 
 def progressive(reps: list[Representative], notes: Sequence[str] = ()) -> Figure:
