@@ -68,12 +68,10 @@ class TinyArcFace(nn.Module):
         return self.features(self.fc(x.flatten(1)))
 
 
-@pytest.fixture(scope="module")
-def arcface(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyArcFace, Path]:
-    """The torch model and its ONNX export (input 'input' N x 3 x 112 x 112)."""
+def export_tiny_arcface(path: Path) -> tuple[TinyArcFace, Path]:
+    """A seeded TinyArcFace and its ONNX export at `path` (input 'input' N x 3 x 112 x 112)."""
     torch.manual_seed(0)
     model = TinyArcFace().eval()
-    path = tmp_path_factory.mktemp("arcface") / "tiny_arcface.onnx"
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, still the one
         warnings.simplefilter("ignore", DeprecationWarning)  # that needs no onnxscript
         torch.onnx.export(model, torch.zeros(1, 3, ARCFACE_SIZE, ARCFACE_SIZE), str(path),
@@ -81,6 +79,12 @@ def arcface(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyArcFace, Path
                           dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
                           opset_version=17)
     return model, path
+
+
+@pytest.fixture(scope="module")
+def arcface(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyArcFace, Path]:
+    """The torch model and its ONNX export."""
+    return export_tiny_arcface(tmp_path_factory.mktemp("arcface") / "tiny_arcface.onnx")
 
 
 def test_arcface_onnx_embeds_like_the_torch_model(arcface: tuple[TinyArcFace, Path]) -> None:

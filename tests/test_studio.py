@@ -23,6 +23,7 @@ from PIL import Image
 from harness.cli import run_main
 from harness.config import load_config
 from harness.data.classes import CLASS_IDS, PROGRESSIVE_ORDER
+from harness.errors import UserError
 from harness.invert import build_parser, main
 from harness.metrics.disentangle import difference_map
 from harness.metrics.identity import SynthFaceEmbedder
@@ -147,6 +148,30 @@ def test_pivotal_tuning_fits_closer_and_leaves_the_run_generator_alone(trained: 
     assert all(torch.equal(v, trained.generator.state_dict()[k]) for k, v in before.items())
 
 
+def test_an_arcface_onnx_becomes_a_differentiable_identity_loss(trained: Studio,
+                                                                tmp_path: Path) -> None:
+    """On real data the identity loss is an insightface ArcFace .onnx converted to torch
+    (onnx2torch): it embeds as the evaluation's ArcFace embedder does, and passes gradients."""
+    pytest.importorskip("onnx2torch")
+    from test_metrics_identity import export_tiny_arcface
+
+    from harness.metrics.identity import ArcFaceEmbedder
+
+    _, path = export_tiny_arcface(tmp_path / "tiny_arcface.onnx")
+    phi = identity_feature(trained, path)
+    assert phi.name == "arcface:tiny_arcface.onnx"
+    images = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+              ).requires_grad_(True)
+    embedding = phi(images)
+    evaluation = ArcFaceEmbedder(path, trained.config.evaluate.id_crop, trained.device)
+    reference = evaluation.embed(images.detach())
+    assert torch.nn.functional.cosine_similarity(embedding.detach(), reference).min() > 0.98
+    embedding.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="no such .onnx file"):
+        identity_feature(trained, tmp_path / "missing.onnx")
+
+
 def test_portraits_are_squared_converted_and_resized_and_bad_files_are_one_line(
     tmp_path: Path
 ) -> None:
@@ -158,8 +183,6 @@ def test_portraits_are_squared_converted_and_resized_and_bad_files_are_one_line(
                               "resized from 60x60 to the generator's 32x32"]
     Image.fromarray(np.full((32, 32), 13, np.uint8)).save(tmp_path / "mask.png")
     (tmp_path / "text.png").write_text("not a picture")
-    from harness.errors import UserError
-
     with pytest.raises(UserError, match="not an image"):
         read_portrait(tmp_path / "text.png", 32)
     with pytest.raises(UserError, match="class id 13"):

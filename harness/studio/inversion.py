@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,8 +141,8 @@ class IdentityFeature(torch.nn.Module):
         start = (side - cut) // 2
         faces = F.interpolate(images[..., start : start + cut, start : start + cut],
                               size=(112, 112), mode="bilinear", align_corners=False)
-        # insightface ArcFace: BGR, (x - 127.5) / 127.5, which is [-1, 1] already
-        return F.normalize(self.net(faces.flip(1)), dim=1)
+        # insightface feeds ArcFace RGB at (x - 127.5) / 127.5: our [-1, 1] images as they are
+        return F.normalize(self.net(faces), dim=1)
 
 
 def identity_feature(studio: Studio, arcface_onnx: str | Path | None) -> IdentityFeature | None:
@@ -159,7 +160,7 @@ def identity_feature(studio: Studio, arcface_onnx: str | Path | None) -> Identit
             raise UserError("an ArcFace identity loss needs onnx2torch: pip install -e "
                             "'.[studio]'") from None
         try:
-            net = convert(str(path))
+            net = convert(_without_identity_weights(path))
         except Exception as error:  # noqa: BLE001 - any failure to read the model is the file's
             raise UserError(f"--arcface-onnx {path}: cannot convert it to torch "
                             f"({type(error).__name__}: {error})") from None
@@ -170,6 +171,25 @@ def identity_feature(studio: Studio, arcface_onnx: str | Path | None) -> Identit
 
         return IdentityFeature(load_synthface().to(device), NAME)
     return None
+
+
+def _without_identity_weights(path: Path) -> Any:
+    """The ONNX model at `path` with weights that reach their operator through an Identity
+    node (torch's exporter writes shared or folded weights so) stored under the Identity's
+    output name instead: onnx2torch reads a convolution's weights from initializers only."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    for node in [node for node in graph.node
+                 if node.op_type == "Identity" and node.input[0] in weights]:
+        copied = onnx.TensorProto()
+        copied.CopyFrom(weights[node.input[0]])
+        copied.name = node.output[0]
+        graph.initializer.append(copied)
+        graph.node.remove(node)
+    return model
 
 
 def psnr(image: torch.Tensor, target: torch.Tensor) -> float:
