@@ -295,6 +295,9 @@ def validation_error(error: ValidationError, where: str,
         hint = f"did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else (
             f"known keys here: {', '.join(choices)}" if choices else "remove it")
         return UserError(f"{where}: unknown key {path!r}; {hint}")
+    if first["type"] == "missing":  # its input is the enclosing section, not a value
+        return UserError(f"{where}: {path} is required; add {loc[-1]}: to "
+                         f"{'.'.join(loc[:-1]) or 'the file'}")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "value_error" or not path:
         return UserError(f"{where}: {path + ': ' if path else ''}{message}")

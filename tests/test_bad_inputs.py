@@ -372,6 +372,10 @@ case("sweep", "variant-sets-bad-value")(_sweep(grid={"variants": [
     {"name": "a", "set": {"train.batch_size": 0}}]}))
 case("sweep", "reference-not-a-variant")(_sweep(reference="full"))
 case("sweep", "unknown-metric")(_sweep(metrics=["fid", "lpips"]))
+case("sweep", "metrics-empty")(_sweep(metrics=[]))
+case("sweep", "eval-samples-retired")(_sweep(eval_samples=16))
+case("sweep", "evaluate-metrics-override-unknown")(
+    _sweep(overrides={"evaluate.metrics": ["fid", "lpips"]}))
 case("sweep", "unknown-report-table")(_sweep(report={"tables": ["results"]}))
 case("sweep", "search-without-trials")(_sweep(grid=None, search={
     "space": {"train.lr": {"type": "float", "low": 0.001, "high": 0.01}}}))

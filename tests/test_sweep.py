@@ -148,6 +148,11 @@ def test_every_shipped_sweep_loads_and_asks_only_for_metrics_the_suite_has() -> 
      "reference 'a3' is not a variant of grid: choose one of a1, a2"),
     ({"grid": {}}, "grid: no variants and no config keys to vary"),
     ({"grid": {"variants": []}}, "grid: no variants and no config keys to vary"),
+    ({"grid": {"variants": [{"set": {"train.lr": 0.001}}]}},
+     "grid.variants.0.name is required; add name: to grid.variants.0"),
+    ({"eval_samples": 16}, "eval_samples is gone: set each metric's count in overrides:"),
+    ({"overrides": {"evaluate.metrics": ["fid", "lpips"]}},
+     "(overrides): evaluate.metrics: unknown metric 'lpips'; choose from fid, kid, id,"),
 ])
 def test_a_mistake_in_a_sweep_file_is_one_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict, expected: str
