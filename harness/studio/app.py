@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -303,7 +304,7 @@ class Exporter:
         view = view_of(self.studio, current)
         yaw_r, pitch_r = radians(yaw, pitch)
         folder = Path(tempfile.mkdtemp(dir=self.root))
-        stem = "-".join(current.label.replace(".", "-").split())
+        stem = re.sub(r"[^A-Za-z0-9_]+", "-", current.label).strip("-")  # a file name
         png = folder / f"{stem}-yaw{yaw:.0f}-pitch{pitch:.0f}.png"
         Image.fromarray(view.render(current.w, yaw_r, pitch_r).image).save(png)
         if self.studio.unsupported("turntable") is not None:
