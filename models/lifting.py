@@ -22,6 +22,9 @@ Two implementations behind one interface (`render_lifted`):
         entry; the rendered feature is a sparse (rays x K*H*W) matrix times the feature maps,
         computed with embedding_bag kernels and differentiable to any order. psi_k is evaluated
         once per grid node (K*D*H*W scalars) and read at the samples' corners.
+    `models.lifting_triton.render_lifted_triton` computes what the fast path computes in fused
+        Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1 for tests); its module docstring
+        says what is fused.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ PSI_FUNCTIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 }
 # Eq. 10 with w_i = the NeRF weights, or uniform weights (ablation, warm-up; `_mask_weights`)
 MASK_WEIGHTS = ("nerf", "uniform")
-PATHS = ("fast", "reference")
+# "triton" (models.lifting_triton) is not the default: choosing it on CUDA needs a GPU measurement
+PATHS = ("fast", "reference", "triton")
 # Eq. 8 sums the parts' lifted features ("sum"); "density" averages the parts' 2D features
 # weighted by their lifted densities, f_fused = sum_k sigma_k^3d f_k^2d / sum_k sigma_k^3d, as
 # SSGAN and CNeRF compose features by their masks (not in the paper; an option to compare).
@@ -249,7 +253,8 @@ def render_lifted(
     densities; d_hat: (B, K, H, W) absolute part depths in depth-index units (0..D-1, back to
     front); volume_depth: D; points: (B, rays, N, 3) world points on the rays; t: (B, rays, N)
     their depths along the rays. mask_weights: "nerf" (Eq. 10) or "uniform" (w_i = 1).
-    path: "fast" (default) or "reference"; see their docstrings for peak memory.
+    path: "fast" (default), "reference" or "triton" (fused kernels: CUDA, or CPU under
+    TRITON_INTERPRET=1); see their docstrings for peak memory.
     weights: (B, rays, N) quadrature weights of the samples to use instead of the NeRF weights
     of their densities, for samples placed by a previous pass (`quantile_depths`).
     ray_chunk: fast path only: render this many rays at a time, recomputing their terms in
@@ -258,9 +263,15 @@ def render_lifted(
     """
     if path not in PATHS:
         raise ValueError(f"lifting path {path!r} is unknown; choices: {', '.join(PATHS)}")
+    if path != "fast" and ray_chunk:
+        raise ValueError("ray_chunk applies to the fast lifting path only")
+    if path == "triton":
+        from models.lifting_triton import render_lifted_triton  # imports models.lifting
+
+        return render_lifted_triton(f2d, sigma2d, d_hat, volume_depth, points, t,
+                                    lifting=lifting, mask_weights=mask_weights, weights=weights,
+                                    fusion=fusion)
     if path == "reference":
-        if ray_chunk:
-            raise ValueError("ray_chunk applies to the fast lifting path only")
         return render_lifted_reference(f2d, sigma2d, d_hat, volume_depth, points, t,
                                        lifting=lifting, mask_weights=mask_weights,
                                        weights=weights, fusion=fusion)

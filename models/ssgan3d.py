@@ -95,7 +95,9 @@ class SSGAN3DConfig(PartLatentConfig):
     # hand-set prior depth each, DEPTH_PRIOR (the earlier default; not in the paper)
     absolute_depth: Literal["face_prior", "part_priors"] = "face_prior"
     lifting: LiftingConfig = LiftingConfig()
-    lifting_path: Literal["fast", "reference"] = "fast"  # reference materialises volumes (tests)
+    # "reference" materialises volumes (tests); "triton": fused Triton kernel; CUDA, or CPU
+    # under TRITON_INTERPRET=1 (tests). Not the default until measured on a GPU.
+    lifting_path: Literal["fast", "reference", "triton"] = "fast"
     # Eq. 8 sums the parts' lifted features ("sum"); "density" takes their mean weighted by the
     # parts' lifted densities, as SSGAN composes by masks (not the paper's; models.lifting).
     feature_fusion: Literal["sum", "density"] = "sum"
@@ -134,7 +136,7 @@ class SSGAN3DConfig(PartLatentConfig):
         check_powers_of_two(self, ("resolution", "render_resolution"), minimum=8)
         check_render_resolution(self)
         check_part_count(self.num_parts, PART_NAMES)
-        if self.ray_chunk and self.lifting_path == "reference":
+        if self.ray_chunk and self.lifting_path != "fast":
             raise ValueError("ray_chunk applies to the fast lifting path; set ray_chunk: 0 "
                              "or lifting_path: fast")
         unknown = [p for p in self.relative_parts if p not in PART_NAMES or p in
@@ -174,10 +176,10 @@ class SSGAN3DGenerator(PartGenerator):
     ) -> dict[str, torch.Tensor]:
         """Per-part 2D maps of the local generators, with depths made absolute (Eq. 7)."""
         cfg = self.config
-        # feature (B, K, C, H, W), channels last in memory for the fast lifting path (which
-        # then reads it without a copy); raw_depth, density (B, K, H, W)
-        feature, raw_depth, density = self.local(w, cfg.render_resolution,
-                                                 channels_last=cfg.lifting_path == "fast")
+        # feature (B, K, C, H, W), channels last in memory for the fast and Triton lifting
+        # paths (which then read it without a copy); raw_depth, density (B, K, H, W)
+        feature, raw_depth, density = self.local(
+            w, cfg.render_resolution, channels_last=cfg.lifting_path in ("fast", "triton"))
         top = cfg.volume_depth - 1
         absolute = top * torch.sigmoid(raw_depth + self.depth_prior_logit[:, None, None])
         offset = cfg.relative_depth_range * top * torch.tanh(raw_depth)  # d_k^2d, (B, K, H, W)
