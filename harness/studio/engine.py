@@ -33,6 +33,7 @@ from models.camera import (
     intrinsics,
     look_at_origin,
 )
+from models.generator import slot_count
 from models.registry import get_model
 
 PRIOR_SPREAD = 2.0  # pose range without the data's poses: the prior's mean +- this many stds
@@ -146,7 +147,8 @@ class Studio:
 
     def mean_latent(self) -> torch.Tensor:
         """w_avg in every slot: the start of an inversion."""
-        return self.latent(0).mul(0).add(self.generator.mapping.w_avg)
+        slots = slot_count(self.generator.num_parts)
+        return self.generator.mapping.w_avg.expand(1, slots, -1).clone()
 
     def interpolate(self, w_a: torch.Tensor, w_b: torch.Tensor, t: float,
                     part: str | None = None, what: str = "both") -> torch.Tensor:
