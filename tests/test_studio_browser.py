@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +173,9 @@ def test_part_edit_changes_the_portrait_and_shows_d_mean(browser: Browser) -> No
     new = browser.wait_new_src("#edited", old)
     assert browser.bytes_of(new) != browser.bytes_of(old)
     numbers = browser.wait_text("#edit-numbers", r"edit seed 7")
+    time.sleep(2)  # the tab's first render, triggered before the seed, must not land after it
+    numbers = browser.page.locator("#edit-numbers").inner_text()
+    assert "edit seed 7" in numbers
     d_mean = float(re.search(r"D_mean (\d+\.\d+)", numbers).group(1))
     assert d_mean >= 0 and "masked D_mean" in numbers
     browser.screenshot("3-edit")
@@ -276,13 +280,34 @@ def test_what_a_model_cannot_do_is_said_on_the_page(name: str, tmp_path: Path,
     yaw = next(block for block in demo.blocks.values() if block.elem_id == "yaw")
     assert isinstance(yaw, gr.Slider) and yaw.interactive == (reasons["pose"] is None)
     current = app.Current(studio.latent(0), "seed 0")
-    image, _, depth, _ = app.sample_view(studio, current, 90, 90)
+    image, _, depth, status = app.sample_view(studio, current, 90, 90)
     assert image.shape == (app.DISPLAY, app.DISPLAY, 3)
     assert (depth is None) == bool(reasons["depth"])
+    assert ("no camera (2D model)" in status) == bool(reasons["pose"])
+    assert ("yaw 90.0°" in status) == (reasons["pose"] is None)
     assert "D_mean" in app.edit_view(studio, current, "mouth", "shape", 3, 90, 90)[-1]
     png, gif, _ = app.Exporter(studio)(current, 90, 90)
     assert Path(png).is_file() and not Path(png).is_relative_to(tmp_path)
     assert (gif is None) == bool(reasons["turntable"])
+
+
+def test_events_that_render_run_one_at_a_time_in_order(tmp_path: Path, data_cache: Path) -> None:
+    """Two renders at once would race: a tab's first render, triggered before a seed change,
+    could land after it and show the old seed's edit under the new seed (seen on a cpu-preset
+    ssgan2d run). Every event that writes a picture or the current portrait shares one queue
+    slot, so events answer in the order they were triggered."""
+    import gradio as gr
+
+    from harness.studio import app
+    from harness.studio.engine import load_studio
+
+    config = load_config(None, "smoke", [f"data.cache_dir={data_cache}"])
+    save_untrained_snapshot(tmp_path / "checkpoints" / "network-snapshot-00000000.pt", config)
+    demo = app.build_app(load_studio(tmp_path, device="cpu"))
+    rendering = [fn for fn in demo.fns.values()
+                 if any(isinstance(block, gr.Image | gr.State) for block in fn.outputs)]
+    assert len(rendering) >= 10
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in rendering} == {("generator", 1)}
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

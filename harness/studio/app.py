@@ -97,11 +97,13 @@ def whole(value: float | None, name: str, least: int) -> int:
     return int(value)
 
 
-def status_line(current: Current, yaw: float, pitch: float) -> str:
-    """The line above the tabs: what the current portrait is and where the camera is."""
+def status_line(studio: Studio, current: Current, yaw: float, pitch: float) -> str:
+    """The line above the tabs: what the current portrait is and where the camera is (a 2D
+    model has none)."""
     generator = "its tuned generator" if current.generator is not None else "the run's generator"
-    return (f"**Current portrait:** {current.label}, rendered by {generator}, at yaw "
-            f"{float(yaw):.1f}°, pitch {float(pitch):.1f}°")
+    camera = ("no camera (2D model)" if studio.unsupported("pose") else
+              f"at yaw {float(yaw):.1f}°, pitch {float(pitch):.1f}°")
+    return f"**Current portrait:** {current.label}, rendered by {generator}, {camera}"
 
 
 def problem(error: Exception) -> str:
@@ -133,7 +135,7 @@ def sample_view(studio: Studio, current: Current, yaw: float, pitch: float) -> t
     """Image, mask, depth of the current portrait at the sliders' pose, and the status line."""
     portrait = view_of(studio, current).render(current.w, *radians(yaw, pitch))
     return (shown(portrait.image), shown(portrait.mask), shown(portrait.depth),
-            status_line(current, yaw, pitch))
+            status_line(studio, current, yaw, pitch))
 
 
 def pick_seed(studio: Studio, seed: float | None, yaw: float, pitch: float) -> tuple:
@@ -289,7 +291,7 @@ class Inverter:
                  f"{result.seconds:.1f} s.{notes} The inversion is now the current portrait: "
                  "the other tabs work on it.")
         return (shown(_uint8(target.image)), shown(result.reconstruction), lines, current,
-                status_line(current, yaw, pitch))
+                status_line(studio, current, yaw, pitch))
 
 
 class Exporter:
@@ -433,42 +435,52 @@ def build_app(studio: Studio, arcface_onnx: str | Path | None = None) -> gr.Bloc
                                        elem_id="gif-preview")
 
         # ---- events: each tab renders when shown and when its controls change ----------------
+        # Every event that writes a picture or the current portrait is queued in one group,
+        # one at a time in the order it was triggered: two of them at once would race, and a
+        # slow one (a tab's first render) could overwrite the answer to a later change.
+        one_at_a_time = {"concurrency_id": "generator", "concurrency_limit": 1}
         sample_outputs = [image, mask, depth, status]
         pose = [yaw, pitch]
-        seed.change(lambda *a: pick_seed(studio, *a), [seed, *pose], [current, *sample_outputs])
+        seed.change(lambda *a: pick_seed(studio, *a), [seed, *pose], [current, *sample_outputs],
+                    **one_at_a_time)
         shuffle.click(lambda: random.randrange(2**31), None, seed)
-        for slider in pose:
-            slider.change(lambda *a: sample_view(studio, *a), [current, *pose], sample_outputs)
-        sample_tab.select(lambda *a: sample_view(studio, *a), [current, *pose], sample_outputs)
+        for trigger in (yaw.change, pitch.change, sample_tab.select):
+            trigger(lambda *a: sample_view(studio, *a), [current, *pose], sample_outputs,
+                    **one_at_a_time)
 
         edit_in = [current, part, what, edit_seed, *pose]
         edit_out = [original, edited, difference, edit_numbers]
         for trigger in (part.change, what.change, edit_seed.change, edit_tab.select):
-            trigger(lambda *a: edit_view(studio, *a), edit_in, edit_out)
-        keep.click(lambda *a: keep_edit(studio, *a), edit_in, [current, *sample_outputs]
-                   ).then(lambda *a: edit_view(studio, *a), edit_in, edit_out)
+            trigger(lambda *a: edit_view(studio, *a), edit_in, edit_out, **one_at_a_time)
+        keep.click(lambda *a: keep_edit(studio, *a), edit_in, [current, *sample_outputs],
+                   **one_at_a_time
+                   ).then(lambda *a: edit_view(studio, *a), edit_in, edit_out, **one_at_a_time)
 
         if cannot is None:
             progressive_in = [current, count, *pose]
             progressive_out = [progressive_image, progressive_mask, parts_on]
             for trigger in (count.change, progressive_tab.select):
-                trigger(lambda *a: progressive_view(studio, *a), progressive_in, progressive_out)
+                trigger(lambda *a: progressive_view(studio, *a), progressive_in, progressive_out,
+                        **one_at_a_time)
 
         blend_in = [current, seed_b, blend_part, blend_what, t, *pose]
         blend_out = [blend_a, blend, blend_b, blend_line]
         for trigger in (seed_b.change, blend_part.change, blend_what.change, t.change,
                         interpolate_tab.select):
-            trigger(lambda *a: interpolate_view(studio, *a), blend_in, blend_out)
+            trigger(lambda *a: interpolate_view(studio, *a), blend_in, blend_out,
+                    **one_at_a_time)
 
         for trigger in (upload.change, upload_mask.change):
             trigger(lambda *a: preview_upload(studio, *a), [upload, upload_mask],
-                    [target, upload_line])
+                    [target, upload_line], **one_at_a_time)
 
         run_inversion.click(inverter, [current, upload, upload_mask, steps, tune_steps, *pose],
-                            [target, reconstruction, result_line, current, status]
+                            [target, reconstruction, result_line, current, status],
+                            **one_at_a_time
                             ).then(lambda *a: sample_view(studio, *a), [current, *pose],
-                                   sample_outputs)
-        export.click(exporter, [current, *pose], [png_file, gif_file, gif_preview])
+                                   sample_outputs, **one_at_a_time)
+        export.click(exporter, [current, *pose], [png_file, gif_file, gif_preview],
+                     **one_at_a_time)
     return demo
 
 
