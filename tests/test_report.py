@@ -437,7 +437,7 @@ fenerf,,,,,,,,,,,,
 | model.name=fenerf | FID | 1 | +30.00 (n=1, untested) | — | — | untested (n<2) |
 
 - Note: Δ: arm minus reference (default) over the seeds both have, with its 95% interval (Student t over seeds; paired: arms that share a seed share data order, initialisation stream and evaluation latents and cameras); * and 'better'/'worse': the interval excludes zero; 'undecided': it does not. KID×100 decides significance (unbiased); FID at a few thousand samples is biased (Chong & Forsyth 2020). Detectable Δ: the smallest true difference a paired t test at these seeds and this spread finds with 80% probability.
-- Note: Noise floor: no noise floor measured (no sweep noise_floor in the runs directory: python -m harness.sweep sweeps/noise_floor.yaml).
+- Note: Noise floor: no noise floor measured (no sweep noise_floor in the runs directory: python -m harness.sweep sweeps/noise_floor.yaml). This sweep's own seed-to-seed spread, arm by arm: tables/noise_floor.
 """,
     "differences.csv": """\
 arm,reference,metric,scale,n_pairs,difference,ci_low,ci_high,p_value,significant,detectable,deciding

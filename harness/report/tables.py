@@ -756,7 +756,9 @@ def differences(data: SweepData) -> Table:
 def noise_floor_notes(data: SweepData, seeds: int) -> list[str]:
     """What the noise floor of this sweep's setting says about its comparisons (or why none)."""
     if data.noise_floor is None:
-        return [f"Noise floor: {data.noise_floor_source or 'none'}."]
+        own = (" This sweep's own seed-to-seed spread, arm by arm: tables/noise_floor."
+               if seeds > 1 else "")
+        return [f"Noise floor: {data.noise_floor_source or 'none'}.{own}"]
     lines = [f"Noise floor ({data.noise_floor_source}): seed-to-seed spread of one config at "
              "this preset, model and budget."]
     for key, (label, spec, scale, _) in COMPARED.items():
@@ -857,7 +859,7 @@ def statistics_summary(data: SweepData) -> list[str]:
                      "trials ran, not which setting wins (a single cpu-preset run's FID moves "
                      "by tens with the thread count alone). For a comparison run several "
                      "seeds per arm, as sweeps/reproduce_table3.yaml and "
-                     "sweeps/reproduce_lifting.yaml do (3 seeds at 2,000 steps).")
+                     "sweeps/reproduce_lifting.yaml do (5 seeds at 2,000 steps).")
     lines += [f"- {line}" for line in noise_floor_notes(data, max(counts, default=1))]
     presets = set(data.trials.get("config.preset", pd.Series(dtype=object)).dropna())
     iterations = set(data.trials.get("config.train.iterations", pd.Series(dtype=float))
