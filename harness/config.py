@@ -58,7 +58,9 @@ class TrainConfig(Schema):
     # Keys added since runs were saved, with the value those runs were trained with
     # (models.config.ModelConfig.ADDED_KEYS; `with_added_keys`).
     ADDED_KEYS: ClassVar[dict[str, Any]] = {"style_mixing": 0.0, "path_length_weight": 0.0,
-                                            "keep_snapshots": 0}
+                                            "keep_snapshots": 0, "precision": "float32",
+                                            "compile": [], "compile_mode": "default",
+                                            "channels_last": False}
 
     iterations: int = Field(150_000, ge=1)  # generator steps in total
     batch_size: int = Field(4, ge=1)  # images per step over all ranks (paper: 4)
@@ -92,6 +94,31 @@ class TrainConfig(Schema):
     max_grad_norm: float | None = None  # clip gradients to this norm; None = no clipping
     # generated images' poses: the paper's Gaussian yaw/pitch prior, or the data's own poses
     fake_cameras: Literal["prior", "dataset"] = "prior"
+    # GPU speed switches (harness.training.speed, docs/training.md#gpu-speed-switches); every
+    # default is the exact float32 eager step until a GPU measurement chooses otherwise.
+    # bf16: G's and D's forward passes under bfloat16 autocast; the losses, R1, the path-length
+    # step and the volume rendering (rays, NeRF weights, compositing) stay float32
+    precision: Literal["float32", "bf16"] = "float32"
+    # networks run through torch.compile (the regularisation passes, which differentiate twice,
+    # run them eagerly); their checkpoints are the same as without
+    compile: list[Literal["render_net", "discriminator"]] = []
+    # torch.compile's mode: "reduce-overhead" replays CUDA graphs (many small kernels: the cpu
+    # preset on a GPU), "max-autotune" also searches kernel configurations (long compiles)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    channels_last: bool = False  # the render net's and D's 2D convolutions in NHWC memory
+
+    @field_validator("compile")
+    @classmethod
+    def _compile_set(cls, names: list[str]) -> list[str]:
+        return sorted(set(names))  # a set of networks: one spelling per trial id
+
+    @model_validator(mode="after")
+    def _compile_mode_needs_networks(self) -> TrainConfig:
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(
+                f"train.compile_mode = {self.compile_mode!r} needs networks to compile; set "
+                "train.compile, e.g. --set 'train.compile=[render_net, discriminator]'")
+        return self
 
 
 class TrackingConfig(Schema):

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.precision import float32
+
 CAMERA_RADIUS = 4.0  # head units from the origin to the camera centre
 FOV_DEGREES = 2.0 * math.degrees(math.atan(0.25))  # 28.07 deg: the centre plane spans [-1, 1]
 NEAR = CAMERA_RADIUS - 1.0  # head units along the ray: the unit ball's front
@@ -90,6 +92,7 @@ def look_at_origin(angles: torch.Tensor, radius: float = CAMERA_RADIUS) -> torch
     return cam2world
 
 
+@float32  # ray geometry: bfloat16 would misplace points (models.precision)
 def pixel_rays(
     cam2world: torch.Tensor, intrinsic: torch.Tensor, resolution: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

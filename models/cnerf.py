@@ -57,6 +57,7 @@ from models.discriminator import build_dual_branch_discriminator
 from models.film_siren import PartDense, PartFiLMSiren
 from models.generator import PartGenerator
 from models.parts import PART_NAMES
+from models.precision import float32
 from models.registry import ModelSpec, register_model
 from models.render_net import build_render_net
 from models.rendering import expected_depth, nerf_weights, ray_depths, ray_points, render_map
@@ -110,6 +111,7 @@ class PartFields(nn.Module):
         nn.init.zeros_(self.to_sdf.bias)  # the initial SDF is the sphere (CNeRF: pretrained)
         self.to_feature = PartDense(num_parts, width, feature_channels, "kaiming")
 
+    @float32  # sin(30 (W x + b)) of bfloat16 products would be noise (models.precision)
     def forward(self, points: torch.Tensor, w_shape: torch.Tensor, w_texture: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         """points (B, 1, P, 3), codes (B, K, w_dim) each -> per-part values at the points:

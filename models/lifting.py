@@ -41,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.camera import world_to_grid
 from models.config import Schema
+from models.precision import float32
 from models.rendering import accumulate, expected_depth, nerf_weights
 
 
@@ -232,6 +233,7 @@ def _render_rays(
             expected_depth(weights, t))
 
 
+@float32  # every path renders in float32 under autocast (models.precision)
 def render_lifted(
     f2d: torch.Tensor,
     sigma2d: torch.Tensor,
@@ -365,6 +367,7 @@ def _corner_terms(nodes: _NodeTable, points: torch.Tensor
     return pixel, lifted[..., :parts], lifted[..., parts:]
 
 
+@float32  # as render_lifted
 def lifted_density(
     sigma2d: torch.Tensor,
     d_hat: torch.Tensor,

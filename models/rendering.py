@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from models.camera import FAR, NEAR
+from models.precision import float32
 
 LAST_DELTA = 1e10  # head units: the last sample's interval is "infinite" (see `nerf_weights`)
 
@@ -51,6 +52,7 @@ def ray_points(origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor)
     return origins[..., None, :] + t[..., None] * directions[..., None, :]
 
 
+@float32  # Eqs. 2-3's cumulative sum and exponentials (models.precision)
 def nerf_weights(
     sigma: torch.Tensor, t: torch.Tensor, last_delta: float = LAST_DELTA
 ) -> torch.Tensor:
@@ -76,6 +78,7 @@ def nerf_weights(
     return torch.exp(-before) * alpha  # (B, rays, N) Eq. 2
 
 
+@float32  # Eq. 4's weighted sums (models.precision)
 def accumulate(w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """(B, rays, C) rendered values sum_i w_i v_i (Eq. 4); w (B, rays, N), values (B, rays, N, C).
 
@@ -94,6 +97,7 @@ def expected_depth(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (w * t).sum(-1) + (1 - w.sum(-1)) * t[..., -1]
 
 
+@float32  # a cumulative sum of weights (models.precision)
 def quantile_depths(
     w: torch.Tensor, count: int, near: float = NEAR, far: float = FAR
 ) -> tuple[torch.Tensor, torch.Tensor]:

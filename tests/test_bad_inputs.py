@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -222,6 +223,10 @@ case("train", "set-iterations-scientific-notation")(_train_with_sets("train.iter
 case("train", "set-batch-size-zero")(_train_with_sets("train.batch_size=0"))
 case("train", "set-negative-learning-rate")(_train_with_sets("train.lr=-0.001"))
 case("train", "set-unknown-choice")(_train_with_sets("train.fake_cameras=random"))
+case("train", "set-unknown-precision")(_train_with_sets("train.precision=fp16"))
+case("train", "set-compile-unknown-network")(_train_with_sets("train.compile=[generator]"))
+case("train", "set-compile-mode-without-networks")(
+    _train_with_sets("train.compile_mode=reduce-overhead"))
 case("train", "set-resolution-not-power-of-two")(_train_with_sets("model.resolution=48"))
 case("train", "set-unknown-model")(_train_with_sets("model.name=stylegan9"))
 case("train", "celebamask-without-path")(_train_with_sets("data.source=celebamask-hq"))
@@ -554,6 +559,12 @@ case("bench", "depth-guided-on-a-cnerf-run")(
     _bench("depth-guided", "--run-dir", "run", "--skip-paper", run="cnerf"))
 case("bench", "fid-extractor-unknown")(
     _bench("eval", "--run-dir", "run", "--fid-extractor", "inception", run="3dssgan"))
+case("bench", "compile-mode-unknown")(_bench("train", "--compile-mode", "fast"))
+case("bench", "trace-is-a-directory")(
+    after(lambda env: env.path("trace").mkdir(), _bench("train", "--trace", "trace")))
+case("bench", "triton-on-cpu-without-interpreter", marks=(pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") == "1", reason="pytest runs Triton's interpreter"),))(
+    _bench("renderer", "--triton", "--device", "cpu"))
 
 
 @case("bench", "run-dir-checkpoint-garbage")
@@ -669,6 +680,8 @@ def nothing_expensive(monkeypatch: pytest.MonkeyPatch) -> None:
                          (harness.bench.renderer, "bench_renderer"),
                          (harness.bench.training, "bench_cpu_preset"),
                          (harness.bench.training, "bench_paper_step"),
+                         (harness.bench.training, "bench_switches"),
+                         (harness.bench.training, "trace_train_step"),
                          (harness.bench.models, "bench_models"),
                          (harness.studio.inversion, "invert")):
         monkeypatch.setattr(module, name, _stub(f"{module.__name__}.{name}"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from harness.bench.depth_guided import bench_depth_guided, mask_miou, psnr_db
@@ -154,3 +157,45 @@ def test_a_fresh_process_that_dies_without_a_result_is_noticed_at_once() -> None
     started = time.monotonic()
     assert _result_or_none(results, process, timeout_s=600) is None
     assert time.monotonic() - started < 60 and process.exitcode == 3
+
+
+def test_compulsory_traffic_of_a_render_and_the_copy_bandwidth() -> None:
+    from harness.bench.measure import copy_bytes_per_second
+
+    # maps: K*H*W*(C + 2) = 3*64*10; outputs: rays*(C + K + N + 1) = 64*18; read and written
+    # once each way, float32
+    assert TINY.compulsory_bytes() == 2 * 4 * (3 * 64 * 10 + 64 * 18)
+    assert copy_bytes_per_second(CPU, size_bytes=2**24, repeats=3) > 1e8
+
+
+def test_bench_renderer_times_the_triton_path_beside_the_others_in_the_interpreter() -> None:
+    # Triton's interpreter must be chosen before triton is imported: a fresh process. It
+    # times the interpreter, so only the row's presence and its arithmetic are checked (the
+    # reference path is left out: at 2x2 pixels its memory rounds to nothing).
+    code = ("import json, torch; from harness.bench.renderer import RendererShape, "
+            "bench_renderer; r = bench_renderer(torch.device('cpu'), repeats=1, batches=(1,), "
+            "samples=(2,), max_memory_gb=0, triton=True, base=RendererShape(parts=2, "
+            "channels=4, depth=4, size=2)); print(json.dumps(r))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    row = figures["rows"][0]
+    assert row["triton_s"] > 0 and row["triton_speedup"] == row["fast_s"] / row["triton_s"]
+    shape = RendererShape(batch=1, samples=2, parts=2, channels=4, depth=4, size=2)
+    assert row["triton_gbps"] == pytest.approx(shape.compulsory_bytes() / row["triton_s"] / 1e9)
+    assert figures["triton_bandwidth_fraction"] == pytest.approx(
+        row["triton_gbps"] / figures["copy_gbps"])
+    assert row["fast_s"] > 0 and row["chunked_s"] > 0  # the other paths ran beside it
+
+
+def test_speed_switch_rows_and_the_trace_of_a_step(tmp_path) -> None:
+    from harness.bench.training import bench_switches, trace_train_step
+
+    rows = bench_switches(CPU, "smoke", switches=("channels_last",), steps=1, warmup=1)
+    assert [row["switch"] for row in rows] == ["default", "channels_last"]
+    assert all(row["error"] is None and row["step_s"] > 0 for row in rows)
+    assert rows[0]["speedup"] == 1 and rows[1]["speedup"] == rows[0]["step_s"] / rows[1]["step_s"]
+    top = trace_train_step(CPU, tmp_path / "trace" / "step.json", preset="smoke", warmup=1)
+    assert json.loads((tmp_path / "trace" / "step.json").read_text())["traceEvents"]
+    assert top and all(0 <= row["fraction"] <= 1 for row in top)

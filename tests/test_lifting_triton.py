@@ -53,10 +53,11 @@ def _in_interpreter(check: Callable[..., None], *args: object) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def _scene(dtype: torch.dtype, seed: int = 0) -> dict:
-    """Part maps and 4 rays of N samples per batch element: a camera ray, random points (many
-    outside the box), points on the box's faces and edges or just outside, and the frontal
-    central ray (every sample on the same 4 pixels: one run per corner in the kernels)."""
+def _scene(dtype: torch.dtype, seed: int = 0, device: str = "cpu") -> dict:
+    """Part maps and 4 rays of N samples per batch element on `device`: a camera ray, random
+    points (many outside the box), points on the box's faces and edges or just outside, and
+    the frontal central ray (every sample on the same 4 pixels: one run per corner in the
+    kernels)."""
     generator = torch.Generator().manual_seed(seed)
     angles = CameraPrior().sample(B, generator)
     origins, directions = pixel_rays(look_at_origin(angles), intrinsics(40.0), 2)  # (B, 4, 3)
@@ -76,7 +77,7 @@ def _scene(dtype: torch.dtype, seed: int = 0) -> dict:
         "t": t,
     }
     return {"volume_depth": D,
-            **{name: value.to(dtype).requires_grad_() for name, value in maps.items()}}
+            **{name: value.to(device, dtype).requires_grad_() for name, value in maps.items()}}
 
 
 def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -90,17 +91,22 @@ def _gradients(render: object, inputs: list[torch.Tensor]) -> tuple[torch.Tensor
     """Gradients of a random linear functional of the outputs with respect to `inputs`."""
     outputs = [getattr(render, name) for name in OUTPUTS]
     generator = torch.Generator().manual_seed(1)
-    cotangents = [torch.randn(x.shape, generator=generator, dtype=x.dtype) for x in outputs]
+    cotangents = [torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                  for x in outputs]
     return torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
 
 
-@pytest.mark.parametrize("function, mask_weights, fusion, variant, dtype", [
+# (psi, Eq. 10's weights, fusion, variant, dtype): every option of the kernels at least once
+CASES = [
     ("gaussian", "nerf", "sum", "", "float32"),
     # quantile-depth weights given; f2d stored channels last (read without a copy), no grad
     ("inverse_abs", "uniform", "sum", "weights, channels last", "float32"),
     ("inverse_square", "nerf", "density", "", "float32"),
     ("gaussian", "uniform", "density", "weights", "float64"),
-])
+]
+
+
+@pytest.mark.parametrize("function, mask_weights, fusion, variant, dtype", CASES)
 def test_triton_path_equals_fast_and_reference_paths(
     function: str, mask_weights: str, fusion: str, variant: str, dtype: str
 ) -> None:
@@ -108,12 +114,14 @@ def test_triton_path_equals_fast_and_reference_paths(
 
 
 def check_paths_agree(function: str, mask_weights: str, fusion: str, variant: str,
-                      dtype: str) -> None:
-    """Outputs, and gradients with respect to every input, of the three paths agree."""
-    scene = _scene(getattr(torch, dtype))
+                      dtype: str, device: str = "cpu") -> None:
+    """Outputs, and gradients with respect to every input, of the three paths agree (on
+    `device`: the interpreter on CPU, the compiled kernels on CUDA, tests/test_cuda.py)."""
+    scene = _scene(getattr(torch, dtype), device=device)
     names = [*MAPS, "points", "t"]
     if "weights" in variant:
-        scene["weights"] = torch.rand(B, 4, N, dtype=scene["t"].dtype).requires_grad_()
+        weights = torch.rand(B, 4, N, dtype=scene["t"].dtype)
+        scene["weights"] = weights.to(device).requires_grad_()
         names.append("weights")
     if "channels last" in variant:  # a (B, K, C, H, W) view of (B, K, H, W, C) memory
         scene["f2d"] = scene["f2d"].detach().permute(0, 1, 3, 4, 2).contiguous().permute(

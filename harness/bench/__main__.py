@@ -8,6 +8,7 @@ the targets they are held to; `--json OUT` writes every figure (flat dotted keys
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, get_args
 import torch
 
 from harness.cli import make_parser, positive_int, run_main
-from harness.config import EvalConfig
+from harness.config import EvalConfig, TrainConfig
 from harness.errors import UserError
 from harness.io import atomic_write_json
 from models.registry import model_names
@@ -61,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="renderer: rays per chunk of the chunked fast path (default 512)")
     parser.add_argument("--max-memory-gb", type=float, default=12.0,
                         help="skip reference renderer cases estimated above this (GiB)")
+    parser.add_argument("--triton", action="store_true",
+                        help="renderer: also time the fused Triton path on CPU (always on CUDA); "
+                             "on CPU it needs TRITON_INTERPRET=1, Triton's interpreter, which "
+                             "is slow and times the interpreter, not the kernels")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=get_args(TrainConfig.model_fields["compile_mode"].annotation),
+                        help="train: torch.compile mode of the compile row of the speed "
+                             "switches (CUDA; default: default)")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="train: also write a torch.profiler Chrome trace of one training "
+                             "step at the paper preset (cpu with --skip-paper) to FILE")
     parser.add_argument("--skip-paper", action="store_true",
                         help="leave out the paper-scale training steps (minutes, ~16 GB) and "
                              "the depth-guided row at the paper's shapes")
@@ -95,9 +107,14 @@ def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 def run_renderer(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from harness.bench.renderer import bench_renderer
 
+    triton = device.type == "cuda" or args.triton
+    if triton and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("--triton on CPU needs Triton's interpreter: run with TRITON_INTERPRET=1 "
+                        "in the environment (slow), or on a CUDA device")
     result = bench_renderer(device, repeats=args.repeats, max_memory_gb=args.max_memory_gb,
-                            ray_chunk=args.ray_chunk)
-    _print_rows("renderer: fast vs reference lifting, forward + backward, paper shapes",
+                            ray_chunk=args.ray_chunk, triton=triton)
+    paths = "fast and Triton vs reference" if triton else "fast vs reference"
+    _print_rows(f"renderer: {paths} lifting, forward + backward, paper shapes",
                 result.pop("rows"))
     return _flat("renderer", result)
 
@@ -120,7 +137,12 @@ def run_depth_guided(args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    from harness.bench.training import bench_cpu_preset, bench_paper_step
+    from harness.bench.training import (
+        bench_cpu_preset,
+        bench_paper_step,
+        bench_switches,
+        trace_train_step,
+    )
 
     cpu = bench_cpu_preset(device)
     _print_rows("cpu preset: where the time goes (self CPU time)", cpu.pop("profile"))
@@ -131,6 +153,20 @@ def run_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         figures.update(_flat("train", {"paper_step_s": paper["step_s"],
                                        "paper_first_step_s": paper["first_step_s"],
                                        "paper_step_peak_gb": paper["peak_gb"]}))
+    preset = "cpu" if args.skip_paper else "paper"
+    if args.trace:
+        top = trace_train_step(device, args.trace, preset)
+        _print_rows(f"one training step at the {preset} preset, traced into {args.trace}", top)
+    if device.type != "cuda":
+        print("\n## speed switches: skipped (bf16 autocast, torch.compile and channels-last are "
+              "measured on CUDA only; pass --device cuda on a GPU machine)")
+        return figures
+    rows = bench_switches(device, preset, compile_mode=args.compile_mode)
+    _print_rows(f"speed switches at the {preset} preset (train step without lazy R1; speedup "
+                f"over the default step; compile mode {args.compile_mode})", rows)
+    for row in rows:
+        figures |= {f"train.{preset}.{row['switch']}.{key}": row[key]
+                    for key in ("step_s", "peak_gb", "speedup")}
     return figures
 
 
@@ -190,6 +226,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_dir is not None and not args.run_dir.is_dir():
         raise UserError(f"--run-dir {args.run_dir}: no such directory; pass a trained run")
+    if args.trace is not None and args.trace.is_dir():
+        raise UserError(f"--trace {args.trace}: a directory; pass the trace file to write")
     device = resolve_device(args.device, "--device")
     figures: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads()}
     for section in SECTIONS if args.section == "all" else (args.section,):

@@ -170,3 +170,15 @@ def matmul_flops_per_second(device: torch.device, size: int = 2048, repeats: int
     b = torch.randn(size, size, device=device)
     seconds = median_seconds(lambda: a @ b, repeats, device)
     return 2 * size**3 / seconds
+
+
+def copy_bytes_per_second(device: torch.device, size_bytes: int | None = None,
+                          repeats: int = 10) -> float:
+    """This device's memory bandwidth (bytes/s) as a large copy within it achieves it: bytes
+    read plus bytes written (2 * size) over the median time of `dst.copy_(src)`, one GiB on
+    CUDA (256 MiB on CPU) unless `size_bytes` is given; the reference for a kernel's achieved
+    bandwidth."""
+    size = size_bytes or (2**30 if device.type == "cuda" else 2**28)
+    source = torch.ones(size // 4, device=device)  # float32
+    target = torch.empty_like(source)
+    return 2 * source.numel() * 4 / median_seconds(lambda: target.copy_(source), repeats, device)

@@ -67,9 +67,10 @@ class Setup:
         return self.gan.config
 
 
-def setup(name: str, preset: str, device: torch.device) -> Setup:
-    """Build `name` at `preset` as the training loop does, with a random real batch."""
-    config = load_config(None, preset, [f"model.name={name}"])
+def setup(name: str, preset: str, device: torch.device, overrides: Sequence[str] = ()) -> Setup:
+    """Build `name` at `preset` (with `--set` `overrides`) as the training loop does, with a
+    random real batch."""
+    config = load_config(None, preset, [f"model.name={name}", *overrides])
     batch, size, parts = config.train.batch_size, config.model.resolution, config.model.num_parts
     gan = build_gan(config, device)
     labels = torch.randint(parts, (batch, size, size))
@@ -111,18 +112,18 @@ def _row(s: Setup, name: str, preset: str) -> dict[str, Any]:
             "discriminator_params_m": millions(s.gan.discriminator), "error": None}
 
 
-def _fresh_child(name: str, preset: str, device_name: str, results: multiprocessing.Queue
-                 ) -> None:
-    """Subprocess body of a fresh-process row: build, one step (two on CUDA), memory,
-    inference."""
+def _fresh_child(name: str, preset: str, device_name: str, results: multiprocessing.Queue,
+                 overrides: Sequence[str], steps: int, warmup: int | None) -> None:
+    """Subprocess body of a fresh-process row (`fresh_process_row`): build, the untimed and
+    timed steps, memory, inference."""
     try:
         device = torch.device(device_name)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         before = status_bytes("VmHWM")  # after the imports
-        s = setup(name, preset, device)
-        step = median_seconds(lambda: train_step(s), repeats=1, device=device,
-                              warmup=int(device.type == "cuda"))
+        s = setup(name, preset, device, overrides)
+        warmup = int(device.type == "cuda") if warmup is None else warmup
+        step = median_seconds(lambda: train_step(s), repeats=steps, device=device, warmup=warmup)
         if device.type == "cuda":
             memory = torch.cuda.max_memory_allocated(device)
         else:  # this process is fresh: its peak above the imports is the model's
@@ -152,12 +153,20 @@ def _result_or_none(results: multiprocessing.Queue, process: Any, timeout_s: flo
     return None
 
 
-def fresh_process_row(name: str, preset: str, device: torch.device, timeout_s: float
-                      ) -> dict[str, Any]:
+def fresh_process_row(
+    name: str,
+    preset: str,
+    device: torch.device,
+    timeout_s: float,
+    overrides: Sequence[str] = (),  # `--set` overrides of the config (e.g. a speed switch)
+    steps: int = 1,  # timed training steps (median)
+    warmup: int | None = None,  # untimed steps before them; None: one on CUDA, none on CPU
+) -> dict[str, Any]:
     """One row measured in a fresh process (the paper rows); `error` says why if it fails."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_fresh_child, args=(name, preset, str(device), results))
+    process = context.Process(target=_fresh_child, args=(name, preset, str(device), results,
+                                                          tuple(overrides), steps, warmup))
     process.start()
     row = _result_or_none(results, process, timeout_s)
     if row is None:

@@ -1,26 +1,38 @@
-"""Training-step benchmark: paper-scale steps (seconds, peak memory of the device they ran on)
-and the cpu preset's iterations per second with a profile of where the time goes."""
+"""Training-step benchmark: paper-scale steps (seconds, peak memory of the device they ran on),
+the cpu preset's iterations per second with a profile of where the time goes, and on CUDA the
+GPU speed switches (harness.training.speed) against the default step, and a profiler trace of
+one step."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness.bench.measure import GIB, status_bytes
+from harness.bench.measure import GIB, status_bytes, sync
+from harness.bench.models import MB, fresh_process_row, setup, train_step
 from harness.config import load_config
 from harness.data.classes import NUM_CLASSES
 from harness.data.prepared import PreparedWriter
 from harness.training.loop import training_loop
 from models.camera import intrinsics, look_at_origin
 
+log = logging.getLogger(__name__)
 GB = 1e9
+# `--set` overrides of each GPU speed switch (train.*, docs/training.md#gpu-speed-switches)
+SWITCHES: dict[str, list[str]] = {
+    "bf16": ["train.precision=bf16"],
+    "compile": ["train.compile=[render_net, discriminator]"],
+    "channels_last": ["train.channels_last=true"],
+}
 
 
 def _train_in_child(preset: str, run_dir: str, overrides: list[str]) -> dict[str, Any]:
@@ -102,3 +114,56 @@ def bench_cpu_preset(device: torch.device, iterations: int = 30,
         "profile": [{"op": e.key, "self_cpu_fraction": e.self_cpu_time_total / total}
                     for e in events[:top]],
     }
+
+
+def bench_switches(device: torch.device, preset: str = "paper", compile_mode: str = "default",
+                   switches: Sequence[str] = tuple(SWITCHES), steps: int = 3, warmup: int = 3,
+                   timeout_s: float = 600.0) -> list[dict[str, Any]]:
+    """3D-SSGAN's training step at `preset` with each of `switches` (names of `SWITCHES`;
+    compile in `compile_mode`) against the default step: one row each, measured in a fresh
+    process (harness.bench.models.fresh_process_row: the loop's step without the lazy R1,
+    random real pairs, median of `steps` after `warmup` untimed steps, which take the
+    compilation and CUDA graphs' recording). `speedup` is the default's step time over the
+    switch's, `peak_gb` the peak memory allocated on the device (build and steps); a row whose
+    process fails or passes `timeout_s` says so in `error`."""
+    rows = []
+    for switch, overrides in {"default": [], **{name: SWITCHES[name] for name in switches}}.items():
+        if switch == "compile":
+            overrides = [*overrides, f"train.compile_mode={compile_mode}"]
+        row = fresh_process_row("3dssgan", preset, device, timeout_s, overrides, steps, warmup)
+        rows.append({"switch": switch, "preset": preset, "step_s": row.get("train_step_s"),
+                     "peak_gb": (row.get("peak_memory_mb") or math.nan) * MB / GB,
+                     "error": row["error"]})
+        log.info("speed switch %s at the %s preset: %s", switch, preset, rows[-1])
+    default = rows[0]["step_s"]
+    for row in rows:
+        row["speedup"] = default / row["step_s"] if default and row["step_s"] else math.nan
+    return rows
+
+
+def trace_train_step(device: torch.device, path: Path, preset: str = "paper",
+                     warmup: int = 2, top: int = 12) -> list[dict[str, Any]]:
+    """Write a torch.profiler Chrome trace (open it in chrome://tracing or Perfetto) of one
+    training step of 3D-SSGAN at `preset`, the step `bench_switches` times, after `warmup`
+    steps, to `path`; its `top` operators by self time on the device (CUDA kernels on a GPU,
+    CPU otherwise)."""
+    s = setup("3dssgan", preset, device)
+    for _ in range(warmup):
+        train_step(s)
+    sync(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        train_step(s)
+        sync(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+
+    def self_time(event: Any) -> float:
+        return event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+
+    events = sorted(prof.key_averages(), key=self_time, reverse=True)
+    total = sum(self_time(e) for e in events) or 1.0
+    return [{"op": e.key, "self_ms": self_time(e) / 1e3, "fraction": self_time(e) / total}
+            for e in events[:top]]

@@ -25,6 +25,7 @@ from harness.config import (
     DEFAULT_MODEL,
     PRESET_NAMES,
     ExperimentConfig,
+    TrainConfig,
     config_to_dict,
     flatten,
     parse_override,
@@ -44,8 +45,15 @@ METRIC_GROUPS = metric_registry.names()
 # machine, `--inception-weights` on a later run) must resume the same trials; FID statistics
 # are cached by the file's digest.
 WEIGHT_FILES = ("inception_weights", "arcface_onnx", "face_detector_onnx")
+# How a trial runs (compiled, memory layout; harness.training.speed), as where it runs, is
+# not what it computes (beyond the order of float sums), and may change when a run resumes
+# ("train.compile" covers train.compile_mode).
 ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
-              "tracking.", *(f"evaluate.{name}" for name in WEIGHT_FILES))
+              "train.compile", "train.channels_last", "tracking.",
+              *(f"evaluate.{name}" for name in WEIGHT_FILES))
+# Keys added after trial ids were first minted, hashed only when set away from the value every
+# earlier trial ran with (TrainConfig.ADDED_KEYS), so that those trials keep their ids.
+ID_OMITTED_AT = {"train.precision": TrainConfig.ADDED_KEYS["precision"]}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DATA_CHOICES = "synthetic or celebamask-hq=PATH"
 
@@ -373,7 +381,8 @@ class Sweep:
 def config_hash(config: ExperimentConfig) -> str:
     """8 hex digits identifying what a config computes (not where it logs or caches)."""
     flat = {key: value for key, value in flatten(config_to_dict(config)).items()
-            if not any(key == skip or key.startswith(skip) for skip in ID_IGNORED)}
+            if not any(key == skip or key.startswith(skip) for skip in ID_IGNORED)
+            and not (key in ID_OMITTED_AT and value == ID_OMITTED_AT[key])}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -56,10 +56,11 @@ CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 FAILURE_FILE = "failure.json"
-# Config keys a resumed run may change: training longer, logging elsewhere, evaluation.
+# Config keys a resumed run may change: training longer, logging elsewhere, evaluation, how
+# the networks run (compiled or not, memory layout: the checkpoints are the same).
 RESUMABLE_CHANGES = ("train.iterations", "train.checkpoint_every", "train.keep_snapshots",
                      "train.log_every", "train.sample_every", "train.device", "train.threads",
-                     "tracking.", "evaluate.")
+                     "train.compile", "train.channels_last", "tracking.", "evaluate.")
 
 
 @dataclass

@@ -7,6 +7,11 @@ regularisation on G (weight 0.5 every 4 steps on half the batch), and the EMA of
 The training loop (harness.training.loop) and the model benchmark (harness.bench.models)
 both build their networks with `build_gan` and train with `gan_step`, so what the benchmark
 times and measures is the step the loop takes.
+
+The GPU speed switches (harness.training.speed) act here: G's and D's forward passes run
+under `train.precision`'s autocast and return float32 (`_generate`, `_discriminate`), so the
+losses are float32; the R1 and path-length passes run float32 and eager (`_path_length_step`,
+`eager_regularization`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from torch import nn
 from harness.config import ExperimentConfig
 from harness.runtime.cameras import CameraSampler
 from harness.training.distributed import DistInfo, average_buffers, average_gradients
+from harness.training.speed import (
+    apply_speed_switches,
+    autocast,
+    begin_step,
+    eager_regularization,
+)
 from models.discriminator import discriminator_inputs
 from models.losses import (
     d_loss_fake,
@@ -30,6 +41,7 @@ from models.losses import (
     path_length_penalty,
     r1_backward,
 )
+from models.precision import to_float32
 from models.registry import get_model
 
 
@@ -56,13 +68,15 @@ def build_gan(config: ExperimentConfig, device: torch.device) -> Gan:
     """`config.model`'s networks (seeded by `train.seed`) with the recipe's optimisers.
 
     Adam with betas (beta1, beta2); D's learning rate and betas are rescaled for lazy R1
-    every `d_reg_every` steps (StyleGAN2: ratio = c / (c + 1)).
+    every `d_reg_every` steps (StyleGAN2: ratio = c / (c + 1)). The speed switches
+    (`train.channels_last`, `train.compile`) apply to G and D, not to the EMA of G.
     """
     spec, train = get_model(config.model.name), config.train
     torch.manual_seed(train.seed)
     generator = spec.build_generator(config.model).to(device)
     discriminator = spec.build_discriminator(config.model).to(device)
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    apply_speed_switches(generator, discriminator, train)
     ratio = train.d_reg_every / (train.d_reg_every + 1)
     g_opt = torch.optim.Adam(generator.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=train.lr * ratio,
@@ -91,35 +105,37 @@ def gan_step(
     device = real_image.device
     real = get_model(gan.config.model.name).real_inputs(gan.config.model, real_image, real_mask)
     g.train()
+    begin_step(train)
 
     # Discriminator step: real (image, one-hot mask) against generated pairs, each given to D
     # as the model declares (models.discriminator; IDE-3D adds low-resolution copies).
     d.requires_grad_(True)
     with torch.no_grad():
-        w = g.sample_latents(batch, generator=rng, mixing=train.style_mixing)
-        fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
+        fake = _generate(gan, batch, fake_cameras, rng, iteration, device)
     # The two halves of the logistic loss backward one at a time: the same gradient as
     # backward of their sum, with one discriminator graph in memory instead of two.
     gan.d_opt.zero_grad(set_to_none=True)
-    d_fake = d_loss_fake(d(**discriminator_inputs(fake)))
+    d_fake = d_loss_fake(_discriminate(gan, discriminator_inputs(fake)))
     d_fake.backward()
     del fake
-    d_real = d_loss_real(d(**real))
+    d_real = d_loss_real(_discriminate(gan, real))
     d_real.backward()
     losses = {"d_loss": (d_real + d_fake).detach()}
-    if regularize:
+    if regularize:  # float32 and eager: R1 differentiates D's input gradients
         real = {key: value.detach().requires_grad_(True) for key, value in real.items()}
+        with eager_regularization(train):
+            real_logits = d(**real)
         losses["r1_image"], losses["r1_mask"] = r1_backward(
-            d(**real), real, train.r1_gamma_image, train.r1_gamma_mask, scale=train.d_reg_every)
+            real_logits, real, train.r1_gamma_image, train.r1_gamma_mask,
+            scale=train.d_reg_every)
     average_gradients(d, info)
     _clip(d, train.max_grad_norm)
     gan.d_opt.step()
 
     # Generator step.
     d.requires_grad_(False)
-    w = g.sample_latents(batch, generator=rng, mixing=train.style_mixing)
-    fake = g(w, *fake_cameras(batch, rng, device), iteration=iteration)
-    g_adv = g_nonsaturating_loss(d(**discriminator_inputs(fake)))
+    fake = _generate(gan, batch, fake_cameras, rng, iteration, device)
+    g_adv = g_nonsaturating_loss(_discriminate(gan, discriminator_inputs(fake)))
     g_mask = mask_consistency_loss(fake["mask_coarse"], fake["mask"])
     extra = g.regularizers(fake) if hasattr(g, "regularizers") else {}
     g_loss = g_adv + train.mask_consistency_weight * g_mask + sum(extra.values())
@@ -138,17 +154,38 @@ def gan_step(
     return losses
 
 
+def _generate(gan: Gan, count: int, fake_cameras: CameraSampler, rng: torch.Generator,
+              iteration: int | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """G's output for `count` fresh latents (style mixing as trained) at fake cameras: G's
+    forward pass under `train.precision`'s autocast (the mapping network's outside: its w_avg
+    is a float32 running mean), every tensor returned in float32."""
+    g, train = gan.generator, gan.config.train
+    w = g.sample_latents(count, generator=rng, mixing=train.style_mixing)
+    with autocast(train, device):
+        fake = g(w, *fake_cameras(count, rng, device), iteration=iteration)
+    return {key: to_float32(value) for key, value in fake.items()}
+
+
+def _discriminate(gan: Gan, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """D's logits (B, 1) on `inputs`: the forward pass under `train.precision`'s autocast, the
+    logits in float32."""
+    with autocast(gan.config.train, next(iter(inputs.values())).device):
+        return to_float32(gan.discriminator(**inputs))
+
+
 def _path_length_step(gan: Gan, fake_cameras: CameraSampler, rng: torch.Generator,
                       iteration: int | None, info: DistInfo, batch: int) -> torch.Tensor:
     """StyleGAN2's lazy path-length step on G (weight x interval), as SSGAN's `train.py`: on
-    batch / shrink images, gradients with respect to the W+ latents; the penalty, detached."""
+    batch / shrink images, gradients with respect to the W+ latents; the penalty, detached.
+    Float32 and eager whatever the speed switches: it differentiates G's gradients."""
     g, train = gan.generator, gan.config.train
     count = max(1, batch // train.path_length_batch_shrink)
     device = gan.path_length_mean.device
     with torch.no_grad():
         w = g.sample_latents(count, generator=rng, mixing=train.style_mixing)
     w.requires_grad_(True)
-    fake = g(w, *fake_cameras(count, rng, device), iteration=iteration)
+    with eager_regularization(train):
+        fake = g(w, *fake_cameras(count, rng, device), iteration=iteration)
     penalty, gan.path_length_mean = path_length_penalty(fake["image"], w, gan.path_length_mean)
     gan.g_opt.zero_grad(set_to_none=True)
     (train.path_length_weight * train.path_length_every * penalty).backward()
