@@ -41,15 +41,6 @@ def run_block(block: nn.Module, *inputs: Any, recompute: bool = False) -> Any:
     return block(*inputs)
 
 
-def in_format_of(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """`x` in the memory format of `like`: channels last (NHWC, `train.channels_last`) stays so
-    through the reshapes and concatenations that would return plain NCHW tensors; for a
-    contiguous `like` it returns `x` itself."""
-    if not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """StyleGAN2's fused bias + leaky ReLU, scaled by sqrt(2); bias (C,) added over dim 1.
 
@@ -112,8 +103,9 @@ def upfirdn2d(
     """
     b, c, h, w = x.shape
     if up > 1:
-        zeros = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1])
-        x = in_format_of(zeros.reshape(b, c, h * up, w * up), x)
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
     weight = kernel.flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
     if pad[0] == pad[1] >= 0:  # symmetric zero padding: let the conv pad, no padded copy
         return F.conv2d(x, weight, stride=down, padding=pad[0], groups=c)
@@ -445,7 +437,7 @@ class MinibatchStd(nn.Module):
         y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)  # (B/g, f, C/f, H, W)
         y = y.mean(dim=(2, 3, 4))[:, :, None, None]  # (B/g, f, 1, 1)
         y = y.repeat(g, 1, h, w)  # (B, f, H, W)
-        return in_format_of(torch.cat([x, y], dim=1), x)
+        return torch.cat([x, y], dim=1)
 
 
 class BiasLeakyReLU(nn.Module):

@@ -16,8 +16,7 @@
   such as the stratified ray depths), so a compiled step computes the eager step's numbers
   up to the order of float sums.
 - `channels_last`: the render net's and D's 4D weights and inputs in NHWC memory, which cuDNN's
-  convolution kernels prefer (tensor cores); the layers that reshape keep it
-  (`models.blocks.in_format_of`).
+  convolution kernels prefer (tensor cores).
 
 The EMA generator is copied before any switch applies, so it, its snapshots and evaluation are
 plain eager float32 networks.
