@@ -19,6 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.bench.models import setup
+from harness.bench.training import SWITCHES
 from harness.config import config_to_dict, flatten, load_config, resolve_config, with_added_keys
 from harness.launch.spec import ID_IGNORED, config_hash
 from harness.runtime.cameras import sample_cameras
@@ -30,7 +31,7 @@ from models.lifting import LiftingConfig, render_lifted
 from models.rendering import nerf_weights, ray_depths, ray_points
 
 CPU = torch.device("cpu")
-COMPILE = "train.compile=[render_net, discriminator]"
+(COMPILE,) = SWITCHES["compile"]  # both networks compiled, the bench's compile row
 # Relative tolerance of the losses of a switch against the default float32 eager step over
 # the first iterations of the smoke preset. channels-last and compile change the order of
 # float sums only (oneDNN's NHWC kernels, inductor's fused kernels): measured at most 3e-7
