@@ -218,3 +218,34 @@ def test_invert_command_writes_results_and_a_rerun_skips_them(
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
         assert not (tmp_path / "new").exists()
+
+
+def test_a_picture_shown_again_is_the_same_file_never_rewritten(tmp_path: Path) -> None:
+    # Gradio rewrote a repeated picture in place, truncating the file under a browser reading
+    # it (net::ERR_CONTENT_LENGTH_MISMATCH on page load, when the Sample tab repeats its pictures)
+    from harness.studio.pictures import PictureFiles
+
+    files = PictureFiles(keep=2)
+    first = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    path = Path(files.path_of(first))
+    assert np.array_equal(np.asarray(Image.open(path)), first)
+    before = path.stat()
+    assert files.path_of(first.copy()) == str(path)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    others = [files.path_of(np.full((4, 5, 3), value, np.uint8)) for value in (1, 2)]
+    assert not path.exists() and all(Path(other).is_file() for other in others)  # keep=2
+    assert sorted(p.name for p in files.root.iterdir()) == sorted(Path(o).name for o in others)
+    assert files.path_of(first) == str(path) and path.is_file()  # written again once gone
+
+
+def test_the_page_shows_pictures_upscaled_from_files() -> None:
+    pytest.importorskip("gradio")
+    from harness.studio.app import DISPLAY, shown
+
+    picture = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = shown(picture)
+    assert shown(None) is None
+    scale = DISPLAY // 32
+    assert np.array_equal(np.asarray(Image.open(path)),
+                          picture.repeat(scale, axis=0).repeat(scale, axis=1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import html
 import logging
 import math
@@ -42,6 +43,7 @@ from harness.studio.inversion import (
     invert,
     read_portrait,
 )
+from harness.studio.pictures import PictureFiles
 
 logger = logging.getLogger(__name__)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no telemetry (gradio reads it at each call)
@@ -77,12 +79,19 @@ def view_of(studio: Studio, current: Current) -> Studio:
     return view
 
 
-def shown(picture: np.ndarray | None) -> np.ndarray | None:
-    """(H, W, 3) uint8 upscaled by a whole factor (nearest neighbour) to about DISPLAY pixels."""
+@functools.cache
+def picture_files() -> PictureFiles:
+    """The process's folder of shown pictures (one for every page it serves)."""
+    return PictureFiles()
+
+
+def shown(picture: np.ndarray | None) -> str | None:
+    """An (H, W, 3) uint8 picture upscaled by a whole factor (nearest neighbour) to about
+    DISPLAY pixels, as the path of its PNG file (pictures.py says why not the array)."""
     if picture is None:
         return None
     scale = max(1, DISPLAY // picture.shape[0])
-    return picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    return picture_files().path_of(picture.repeat(scale, axis=0).repeat(scale, axis=1))
 
 
 def radians(yaw: float, pitch: float) -> tuple[float, float]:
@@ -124,7 +133,7 @@ def legend() -> str:
 
 def picture(label: str, **kwargs: Any) -> gr.Image:
     """An output picture (PNG, pixelated when the browser scales it)."""
-    return gr.Image(label=label, type="numpy", format="png", interactive=False,
+    return gr.Image(label=label, type="filepath", interactive=False,
                     elem_classes="studio-picture", **kwargs)
 
 
