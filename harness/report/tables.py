@@ -857,8 +857,8 @@ def statistics_summary(data: SweepData) -> list[str]:
     if counts and max(counts) < 2:
         lines.append("- **one seed per arm: nothing was tested.** These tables show which "
                      "trials ran, not which setting wins (a single cpu-preset run's FID moves "
-                     "by tens with the thread count alone). For a comparison run several "
-                     "seeds per arm, as sweeps/reproduce_table3.yaml and "
+                     "by tens with the thread count or the CPU model alone). For a comparison "
+                     "run several seeds per arm, as sweeps/reproduce_table3.yaml and "
                      "sweeps/reproduce_lifting.yaml do (5 seeds at 2,000 steps).")
     lines += [f"- {line}" for line in noise_floor_notes(data, max(counts, default=1))]
     presets = set(data.trials.get("config.preset", pd.Series(dtype=object)).dropna())
