@@ -18,6 +18,7 @@ from harness.cli import run_main
 from harness.config import load_config
 from harness.data.classes import CLASS_NAMES
 from harness.evaluate import build_parser, evaluate_run, main
+from harness.reproducibility import machine
 from harness.training.loop import training_loop
 from models.registry import get_model, model_names
 
@@ -35,7 +36,8 @@ CONTRACT_KEYS = {
       for metric in METRICS),
 }
 EXTRA_KEYS = {"preset", "fid_real_images", "fid_real_cached", "fid_cameras", "disentangle_what",
-              "d_mean_masked_average", "d_mean_masked_region", "threads", "deterministic"}
+              "d_mean_masked_average", "d_mean_masked_region", "threads", "deterministic",
+              "machine", "machine/train"}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,7 @@ def test_metrics_json_has_exactly_the_contract_keys(run_dir: Path, evaluated: di
     assert written["checkpoint"] == "checkpoints/network-snapshot-00000004.pt"
     assert written["iteration"] == 4 and written["seed"] == 0 and written["model"] == "3dssgan"
     assert written["fid_extractor"] == "synthface-v2" and written["id_model"] == "synthface-v2"
+    assert written["machine"] == written["machine/train"] == machine("cpu")  # trained here too
     config = load_config(run_dir / "config.yaml")
     assert written["num_samples/fid"] == config.evaluate.fid_samples == 32
     assert written["num_samples/disentangle"] == config.evaluate.disentangle_samples

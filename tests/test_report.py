@@ -23,7 +23,7 @@ from harness.config import config_to_dict, flatten, resolve_config
 from harness.io import atomic_write_json, atomic_write_yaml
 from harness.report import build_report
 from harness.report.sources import load_sweep
-from harness.report.tables import PARTS, VIEWS, bootstrap_ci
+from harness.report.tables import PARTS, VIEWS, bootstrap_ci, machine_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = "demo"
@@ -1007,3 +1007,16 @@ def test_claims_get_verdicts_from_the_paired_intervals() -> None:
     one_seed = _arm_trials({"full": ([], [0.02]),
                             "w": (["model.relative_depth=false"], [0.03])}, "full")
     assert set(claims(one_seed).data["verdict"]) == {"untested (n<2)"}
+
+
+def test_the_statistics_name_the_machines_and_warn_when_a_comparison_mixes_them() -> None:
+    amd, intel = "torch 2.14.1, AVX512, AMD EPYC", "torch 2.14.1, AVX512, Intel Xeon"
+    one = pd.DataFrame({"metrics.machine": [amd, amd], "metrics.machine/train": [amd, None]})
+    assert machine_notes(one) == [f"machine: {amd} (2 trial(s))"]  # eval machine: fallback
+    mixed = pd.DataFrame({"metrics.machine": [amd, amd, intel],
+                          "metrics.machine/train": [f"{intel}; {amd}", amd, intel]})
+    (line,) = machine_notes(mixed)
+    assert line.startswith(f"**trials trained on 2 machines**: {amd} (2 trial(s)); {intel} "
+                           "(2 trial(s)).") and "one kind of machine" in line
+    assert machine_notes(pd.DataFrame({"metrics.fid": [1.0]})) == [
+        "machines: not recorded (trials evaluated before the harness recorded them)"]

@@ -22,6 +22,7 @@ from harness.bench.models import setup
 from harness.bench.training import SWITCHES
 from harness.config import config_to_dict, flatten, load_config, resolve_config, with_added_keys
 from harness.launch.spec import ID_IGNORED, config_hash
+from harness.reproducibility import machine as harness_machine
 from harness.runtime.cameras import sample_cameras
 from harness.runtime.checkpoint import latest_training_state, load_checkpoint
 from harness.training.loop import training_loop
@@ -224,16 +225,6 @@ def test_the_switches_are_config_keys_that_keep_existing_trial_ids() -> None:
 GOLDEN = Path(__file__).parent / "data" / "golden_step.json"
 
 
-def _machine() -> str:
-    """What float32 results depend on besides the code: torch's version, the CPU's vector
-    instructions and model (oneDNN picks its kernels by them)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in
-                  (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-                  if line.startswith("model name")), "unknown CPU")
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {model}"
-
-
 def test_the_default_step_computes_the_recorded_numbers() -> None:
     """The default (float32, eager, contiguous) step at one thread gives, bit for bit, the
     losses recorded in tests/data/golden_step.json for this machine: a change that alters
@@ -248,7 +239,7 @@ def test_the_default_step_computes_the_recorded_numbers() -> None:
     finally:
         torch.set_num_threads(threads)
     records = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-    machine = _machine()
+    machine = harness_machine()
     if os.environ.get("HARNESS_RECORD_GOLDEN") == "1":
         records[machine] = losses
         GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")

@@ -20,6 +20,7 @@ from harness.cli import run_main
 from harness.config import config_to_dict, load_config
 from harness.data.loading import prepared_dataset_dir
 from harness.errors import UserError
+from harness.reproducibility import machine
 from harness.runtime.checkpoint import (
     checkpoint_dir,
     latest_snapshot,
@@ -32,7 +33,7 @@ from harness.train import build_parser, main
 from harness.training import step
 from harness.training.distributed import free_port
 from harness.training.lock import hold_run_dir
-from harness.training.loop import TrainingDiverged, TrainResult, training_loop
+from harness.training.loop import TrainingDiverged, TrainResult, trained_on, training_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,8 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path: Path, smoke_overrid
         "iter-00000006.png", "iter-00000012.png"]
     state = load_checkpoint(latest_training_state(run))
     assert state["iteration"] == 12 and state["config"] == config_to_dict(config)
-    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "done" and status["machines"] == [machine("cpu")]
 
 
 def train_interrupted_and_uninterrupted(tmp_path: Path, overrides: list[str]
@@ -74,6 +76,19 @@ def train_interrupted_and_uninterrupted(tmp_path: Path, overrides: list[str]
     metrics = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["iteration"] for m in metrics] == [2, 4, 6, 8]  # no duplicates
     return resumed, uninterrupted
+
+
+def test_a_run_resumed_on_another_machine_lists_both(tmp_path: Path, smoke_overrides) -> None:
+    overrides = [*smoke_overrides, "train.checkpoint_every=2"]
+    run = tmp_path / "run"
+    training_loop(load_config(None, "smoke", [*overrides, "train.iterations=2"]), run,
+                  progress=False)
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "machines": ["torch 0, other CPU"]}))
+    training_loop(load_config(None, "smoke", [*overrides, "train.iterations=4"]), run,
+                  progress=False)
+    assert trained_on(run) == ["torch 0, other CPU", machine("cpu")]
+    assert trained_on(tmp_path / "none") == []
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, smoke_overrides) -> None:

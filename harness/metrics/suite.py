@@ -31,9 +31,10 @@ from harness.metrics.disentangle import DISENTANGLE_COLUMNS, MAP_SAMPLE_AXIS, PA
 from harness.metrics.fid import choose_extractor
 from harness.metrics.generation import MetricContext, MetricResult, Stopwatch, keep_freed_memory
 from harness.metrics.identity import Embedder, choose_embedder
-from harness.reproducibility import apply_reproducibility
+from harness.reproducibility import apply_reproducibility, machine
 from harness.runtime.checkpoint import LoadedGenerator, load_generator
 from harness.runtime.device import resolve_device
+from harness.training.loop import trained_on
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,10 @@ def _collect(plan: Plan, results: dict[str, MetricResult]) -> dict[str, Any]:
         "iteration": plan.loaded.iteration, "seed": plan.seed,
         "model": plan.config.model.name, "preset": plan.config.preset,
         "threads": plan.config.train.threads, "deterministic": plan.config.train.deterministic,
+        "machine": machine(next(plan.loaded.generator.parameters()).device),
     }
+    if trained := trained_on(plan.run_dir):
+        values["machine/train"] = "; ".join(trained)
     for metric, result in results.items():
         values |= result.values
         values[f"num_samples/{metric}"] = result.num_samples

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -841,6 +842,26 @@ CPU_PRESET_BUDGET = (
     "(train.iterations: 2000, as sweeps/reproduce_table3.yaml) or a GPU.")
 
 
+def machine_notes(trials: pd.DataFrame) -> list[str]:
+    """Which machines trained the finished trials (their evaluations' `machine/train`, else
+    the evaluating machine), and a warning when there are several: the same config and seed
+    give different numbers on different machines, so seeds pair different runs across them."""
+    trained = pd.Series(None, index=trials.index, dtype=object)
+    for key in ("metrics.machine/train", "metrics.machine"):  # the evaluating one: a fallback
+        if key in trials:
+            trained = trained.fillna(trials[key])
+    counts = Counter(name for value in trained.dropna() for name in str(value).split("; "))
+    if not counts:
+        return ["machines: not recorded (trials evaluated before the harness recorded them)"]
+    listed = "; ".join(f"{name} ({n} trial(s))"
+                       for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    if len(counts) == 1:
+        return [f"machine: {listed}"]
+    return [f"**trials trained on {len(counts)} machines**: {listed}. The same config and seed "
+            "give different numbers on different machines (docs/results.md), so a seed pairs "
+            "different runs across them: run a comparison on one kind of machine."]
+
+
 def statistics_summary(data: SweepData) -> list[str]:
     """What the report's comparisons can and cannot say: seeds per arm, the test, the
     reference arm, the noise floor, and the cpu preset's budget where it applies."""
@@ -861,6 +882,7 @@ def statistics_summary(data: SweepData) -> list[str]:
                      "run several seeds per arm, as sweeps/reproduce_table3.yaml and "
                      "sweeps/reproduce_lifting.yaml do (5 seeds at 2,000 steps).")
     lines += [f"- {line}" for line in noise_floor_notes(data, max(counts, default=1))]
+    lines += [f"- {line}" for line in machine_notes(data.trials[data.trials["status"] == "done"])]
     presets = set(data.trials.get("config.preset", pd.Series(dtype=object)).dropna())
     iterations = set(data.trials.get("config.train.iterations", pd.Series(dtype=float))
                      .dropna())

@@ -34,7 +34,7 @@ from harness.data.classes import NUM_CLASSES
 from harness.data.loading import open_dataset
 from harness.errors import UserError
 from harness.io import append_text, atomic_write_json, atomic_write_text, atomic_write_yaml
-from harness.reproducibility import apply_reproducibility
+from harness.reproducibility import apply_reproducibility, machine
 from harness.runtime import checkpoint as ckpt
 from harness.runtime.cameras import camera_sampler
 from harness.runtime.device import resolve_device
@@ -120,6 +120,17 @@ def _real_batch(
 
 def _write_status(run_dir: Path, **fields: Any) -> None:
     atomic_write_json(run_dir / STATUS_FILE, {**fields, "updated": time.time()})
+
+
+def trained_on(run_dir: str | Path) -> list[str]:
+    """The machines (`harness.reproducibility.machine`) that trained the run in `run_dir`, in
+    the order they first did (a resumed run can change machines); [] when none is recorded."""
+    try:
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    machines = status.get("machines") if isinstance(status, dict) else None
+    return [str(m) for m in machines] if isinstance(machines, list) else []
 
 
 def _rewrite_metrics_until(run_dir: Path, iteration: int) -> list[dict[str, Any]]:
@@ -216,6 +227,13 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
     bar = tqdm(total=train.iterations, initial=start, disable=not (progress and info.is_main),
                dynamic_ncols=True, desc=run_dir.name)
     started, started_iteration = time.time(), start
+    machines, here = trained_on(run_dir), machine(device)
+    if here not in machines:  # a resumed run's earlier machines stay listed
+        machines.append(here)
+
+    def status(**fields: Any) -> None:
+        _write_status(run_dir, **fields, machines=machines)
+
     stats: dict[str, float] = {}
     counts: dict[str, int] = {}
     # W&B gets the rows and sample grids of metrics.jsonl once a checkpoint covers them, so a
@@ -260,15 +278,15 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
             atomic_write_json(run_dir / FAILURE_FILE, {
                 "reason": reason, "iteration": iteration,
                 "last_good_checkpoint": last.name if last else None})
-            _write_status(run_dir, state="failed", iteration=iteration,
-                          total=train.iterations, reason=reason)
+            status(state="failed", iteration=iteration, total=train.iterations,
+                   reason=reason)
             if tracker:
                 tracker.finish(exit_code=1)
         bar.close()
         raise TrainingDiverged(reason)
 
     if info.is_main:
-        _write_status(run_dir, state="running", iteration=start, total=train.iterations)
+        status(state="running", iteration=start, total=train.iterations)
     with deferred_preemption() as preemption:  # USR2: checkpoint at the step's end, requeue
         for iteration in range(start, train.iterations):
             torch.manual_seed(
@@ -303,8 +321,8 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
                                  if k.startswith("train/") and k != "train/it_per_s"},
                                 refresh=False)
                 unsent_rows.append(record)
-                _write_status(run_dir, state="running", iteration=done, total=train.iterations,
-                              it_per_s=rate, eta_s=(train.iterations - done) / max(rate, 1e-9))
+                status(state="running", iteration=done, total=train.iterations, it_per_s=rate,
+                       eta_s=(train.iterations - done) / max(rate, 1e-9))
             if done % train.sample_every == 0 or done == train.iterations:
                 path = save_sample_grid(generator_ema,
                                         run_dir / "samples" / f"iter-{done:08d}.png")
@@ -320,7 +338,7 @@ def _train(config: ExperimentConfig, run_dir: Path, dataset: Dataset, device: to
     if info.is_main:
         if ckpt.latest_training_state(run_dir) is None:
             save(final)
-        _write_status(run_dir, state="done", iteration=final, total=train.iterations)
+        status(state="done", iteration=final, total=train.iterations)
         if tracker:
             tracker.summary({"iteration": final})
             tracker.finish()
