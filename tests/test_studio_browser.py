@@ -55,6 +55,7 @@ class Browser:
         self.requests: list[str] = []  # every URL the page asked for
         self.failed: list[str] = []  # failed requests, but the event stream the page closes
         self.errors: list[str] = []  # console errors and uncaught exceptions
+        self.checked = 0  # how many of them an earlier test has seen
         page.on("request", lambda request: self.requests.append(request.url))
         page.on("requestfailed", lambda request: self.failed.append(request.url)
                 if not ("/gradio_api/queue/data" in request.url
@@ -62,6 +63,12 @@ class Browser:
         page.on("console", lambda message: message.type == "error"
                 and self.errors.append(message.text))
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def new_errors(self) -> list[str]:
+        """The console errors and uncaught exceptions since the last call (the first call: since
+        the page was opened), so one page error fails the test whose steps caused it."""
+        errors, self.checked = self.errors[self.checked:], len(self.errors)
+        return errors
 
     def screenshot(self, name: str) -> None:
         for folder in self.shots:
@@ -151,7 +158,7 @@ def test_page_loads_offline_without_errors(browser: Browser) -> None:
     assert "yaw 90.0°" in status
     browser.src("#sample-image")
     browser.screenshot("1-sample")
-    assert browser.errors == []
+    assert browser.new_errors() == []
     assert browser.foreign() == [] and browser.failed == []
 
 
@@ -163,6 +170,7 @@ def test_yaw_slider_turns_the_portrait(browser: Browser) -> None:
     assert browser.bytes_of(new) != browser.bytes_of(old)
     assert "yaw 70.0°" in browser.wait_text("#status", r"yaw 70\.0")
     browser.screenshot("2-yaw-70")
+    assert browser.new_errors() == []
 
 
 def test_part_edit_changes_the_portrait_and_shows_d_mean(browser: Browser) -> None:
@@ -183,6 +191,7 @@ def test_part_edit_changes_the_portrait_and_shows_d_mean(browser: Browser) -> No
     status = browser.wait_text("#status", r"from seed 7")
     assert "seed 0, hair both from seed 7" in status
     assert "D_mean 0.0000" in browser.wait_text("#edit-numbers", r"D_mean 0\.0000")  # kept
+    assert browser.new_errors() == []
 
 
 def test_bad_uploads_are_one_line_on_the_page(browser: Browser, tmp_path: Path) -> None:
@@ -207,7 +216,7 @@ def test_bad_uploads_are_one_line_on_the_page(browser: Browser, tmp_path: Path) 
     for field in ("#upload", "#upload-mask"):
         browser.page.locator(field).get_by_role("button", name="Clear").click()
     browser.wait_text("#upload-line", r"^Upload a portrait")
-    assert browser.errors == []
+    assert browser.new_errors() == []
 
 
 def test_inversion_of_an_upload_shows_psnr_and_becomes_current(browser: Browser, run_dir: Path,
@@ -231,7 +240,7 @@ def test_inversion_of_an_upload_shows_psnr_and_becomes_current(browser: Browser,
     browser.tab("Sample")
     browser.wait_new_src("#sample-image", sample)  # the inversion, now at the sliders' pose
     browser.screenshot("7-inversion-sample")
-    assert browser.errors == []
+    assert browser.new_errors() == []
     assert browser.foreign() == [] and browser.failed == []
 
 
@@ -252,7 +261,7 @@ def test_progressive_interpolation_and_export_render(browser: Browser) -> None:
     assert "turntable.gif" in "".join(browser.wait_text("#gif-file", r"\.gif").split())
     assert browser.src("#gif-preview").endswith(".gif")
     browser.screenshot("10-export")
-    assert browser.errors == []
+    assert browser.new_errors() == []
 
 
 @pytest.mark.parametrize("name", ["ssgan2d", "ide3d"])
