@@ -17,6 +17,7 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class PictureFiles:
         self.root = Path(tempfile.mkdtemp(prefix="harness-studio-pictures-"))
         atexit.register(shutil.rmtree, self.root, ignore_errors=True)
         self._recent: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()  # Gradio answers events on worker threads
 
     def path_of(self, picture: np.ndarray) -> str:
         """The PNG file showing `picture`, written (to a temporary name, then renamed) only
@@ -44,14 +46,15 @@ class PictureFiles:
         Image.fromarray(picture).save(buffer, format="png")
         data = buffer.getvalue()
         path = self.root / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-        if not path.exists():
-            descriptor, staging = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".png")
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
-            os.replace(staging, path)
-        self._recent.pop(path, None)
-        self._recent[path] = None
-        while len(self._recent) > self.keep:
-            old, _ = self._recent.popitem(last=False)
-            old.unlink(missing_ok=True)
+        with self._lock:
+            if not path.exists():
+                descriptor, staging = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".png")
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(data)
+                os.replace(staging, path)
+            self._recent.pop(path, None)
+            self._recent[path] = None
+            while len(self._recent) > self.keep:
+                old, _ = self._recent.popitem(last=False)
+                old.unlink(missing_ok=True)
         return str(path)
