@@ -970,7 +970,7 @@ def test_reports_quote_the_noise_floor_of_their_setting(tmp_path: Path) -> None:
         atomic_write_json(run_dir / "trial.json", {"trial_id": run_dir.name, "variant": "default",
                                                    "seed": seed})
         atomic_write_yaml(run_dir / "config.yaml", config)
-        metrics = {**COMMON, "kid": kid, "fid": 1000 * kid}
+        metrics = {**COMMON, "kid": kid, "fid": 1000 * kid, "machine": "torch 0, CPU A"}
         atomic_write_json(run_dir / "metrics.json", metrics)
         atomic_write_json(run_dir / "result.json", {"trial_id": run_dir.name, "status": "done",
                                                     "metrics": metrics, "seconds": {}})
@@ -985,6 +985,14 @@ def test_reports_quote_the_noise_floor_of_their_setting(tmp_path: Path) -> None:
     longer = _arm_trials({"a": (["train.iterations=99"], [0.02])}, "a")
     attach_noise_floor(longer, runs)  # another budget: the floor does not stand for it
     assert longer.noise_floor is None and "must match in" in longer.noise_floor_source
+    for machine, attached in (("torch 0, CPU A", True), ("torch 0, CPU B", False)):
+        elsewhere = _arm_trials({"a": ([], [0.02, 0.03])}, "a")
+        elsewhere.trials["metrics.machine"] = machine
+        attach_noise_floor(elsewhere, runs)  # the spread differs between machines
+        assert (elsewhere.noise_floor is not None) == attached
+    assert elsewhere.noise_floor_source == (
+        "no noise floor on this machine (sweep noise_floor ran on torch 0, CPU A, this sweep on "
+        "torch 0, CPU B; the seed-to-seed spread differs between machines)")
 
 
 def test_claims_get_verdicts_from_the_paired_intervals() -> None:

@@ -362,6 +362,21 @@ NOISE_FLOOR_MATCH = ("preset", "model.name", "model.resolution", "data.source",
                      "train.iterations", "train.batch_size")
 
 
+def machines_by_trial(trials: pd.DataFrame) -> list[set[str]]:
+    """The machines that trained each of `trials` that recorded them (its evaluation's
+    `machine/train`, else the evaluating `machine`)."""
+    trained = pd.Series(None, index=trials.index, dtype=object)
+    for key in ("metrics.machine/train", "metrics.machine"):  # the evaluating one: a fallback
+        if key in trials:
+            trained = trained.fillna(trials[key])
+    return [set(str(value).split("; ")) for value in trained.dropna()]
+
+
+def trial_machines(trials: pd.DataFrame) -> set[str]:
+    """Every machine that trained one of `trials`; empty when none was recorded."""
+    return set().union(*machines_by_trial(trials))
+
+
 def attach_noise_floor(data: SweepData, runs_dir: Path) -> None:
     """Give `data` the done trials of runs_dir/noise_floor that match its setting (or say why
     there are none), so its report can quote the seed-to-seed spread."""
@@ -383,7 +398,13 @@ def attach_noise_floor(data: SweepData, runs_dir: Path) -> None:
         return set(frame[columns].itertuples(index=False, name=None))
 
     ours, theirs = setting(data.trials), setting(floor)
-    if len(ours) == 1 and ours == theirs:
+    here, there = trial_machines(data.trials), trial_machines(floor)
+    if len(ours) == 1 and ours == theirs and here and there and here != there:
+        data.noise_floor_source = (
+            f"no noise floor on this machine (sweep {NOISE_FLOOR_SWEEP} ran on "
+            f"{'; '.join(sorted(there))}, this sweep on {'; '.join(sorted(here))}; the "
+            "seed-to-seed spread differs between machines)")
+    elif len(ours) == 1 and ours == theirs:
         data.noise_floor = floor
         data.noise_floor_source = f"sweep {NOISE_FLOOR_SWEEP}, {len(floor)} seeds"
     else:

@@ -21,7 +21,7 @@ from harness.launch.spec import ID_IGNORED
 from harness.metrics import registry as metric_registry
 from harness.report import references as ref
 from harness.report import statistics as st
-from harness.report.sources import SweepData, cell, number
+from harness.report.sources import SweepData, cell, machines_by_trial, number
 
 DASH = "—"
 PARTS = ("mouth", "eyes", "brows", "nose", "hair")  # 3D-SSGAN Table 1's columns, in its order
@@ -843,14 +843,10 @@ CPU_PRESET_BUDGET = (
 
 
 def machine_notes(trials: pd.DataFrame) -> list[str]:
-    """Which machines trained the finished trials (their evaluations' `machine/train`, else
-    the evaluating machine), and a warning when there are several: the same config and seed
-    give different numbers on different machines, so seeds pair different runs across them."""
-    trained = pd.Series(None, index=trials.index, dtype=object)
-    for key in ("metrics.machine/train", "metrics.machine"):  # the evaluating one: a fallback
-        if key in trials:
-            trained = trained.fillna(trials[key])
-    counts = Counter(name for value in trained.dropna() for name in str(value).split("; "))
+    """Which machines trained the finished trials, and a warning when there are several: the
+    same config and seed give different numbers on different machines, so seeds pair
+    different runs across them."""
+    counts = Counter(name for machines in machines_by_trial(trials) for name in machines)
     if not counts:
         return ["machines: not recorded (trials evaluated before the harness recorded them)"]
     listed = "; ".join(f"{name} ({n} trial(s))"
