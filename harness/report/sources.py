@@ -398,15 +398,14 @@ def attach_noise_floor(data: SweepData, runs_dir: Path) -> None:
         return set(frame[columns].itertuples(index=False, name=None))
 
     ours, theirs = setting(data.trials), setting(floor)
-    here, there = trial_machines(data.trials), trial_machines(floor)
-    if len(ours) == 1 and ours == theirs and here and there and here != there:
-        data.noise_floor_source = (
-            f"no noise floor on this machine (sweep {NOISE_FLOOR_SWEEP} ran on "
-            f"{'; '.join(sorted(there))}, this sweep on {'; '.join(sorted(here))}; the "
-            "seed-to-seed spread differs between machines)")
-    elif len(ours) == 1 and ours == theirs:
+    if len(ours) == 1 and ours == theirs:
         data.noise_floor = floor
         data.noise_floor_source = f"sweep {NOISE_FLOOR_SWEEP}, {len(floor)} seeds"
+        here, there = trial_machines(data.trials), trial_machines(floor)
+        if here and there and here != there:  # other runs of the same spread, if the
+            data.noise_floor_source += (  # machine does not change the distribution
+                f", trained on {'; '.join(sorted(there))} (this sweep: "
+                f"{'; '.join(sorted(here))})")
     else:
         shown = ", ".join(f"{key}={value}" for key, value in
                           zip(NOISE_FLOOR_MATCH, sorted(theirs)[0], strict=True)) if theirs else ""
