@@ -1027,3 +1027,16 @@ def test_the_statistics_name_the_machines_and_warn_when_a_comparison_mixes_them(
                            "(2 trial(s)).") and "one kind of machine" in line
     assert machine_notes(pd.DataFrame({"metrics.fid": [1.0]})) == [
         "machines: not recorded (trials evaluated before the harness recorded them)"]
+
+
+def test_arms_that_differ_in_how_they_run_stay_apart() -> None:
+    """A sweep of a speed switch (compiled or not, another device) compares two arms: the keys
+    that trial ids ignore because a resumed run may change them still set arms apart."""
+    from harness.report.tables import differences
+
+    data = _arm_trials({"eager": ([], [0.020, 0.030]),
+                        "compiled": (["train.compile=[render_net]"], [0.021, 0.031]),
+                        "channels-last": (["train.channels_last=true"], [0.022, 0.032])},
+                       reference="eager")
+    kid = differences(data).data
+    assert set(kid[kid["metric"] == "kid"]["arm"]) == {"compiled", "channels-last"}

@@ -45,12 +45,14 @@ METRIC_GROUPS = metric_registry.names()
 # machine, `--inception-weights` on a later run) must resume the same trials; FID statistics
 # are cached by the file's digest.
 WEIGHT_FILES = ("inception_weights", "arcface_onnx", "face_detector_onnx")
-# How a trial runs (compiled, memory layout; harness.training.speed), as where it runs, is
-# not what it computes (beyond the order of float sums), and may change when a run resumes
-# ("train.compile" covers train.compile_mode).
-ID_IGNORED = ("data.cache_dir", "data.workers", "train.device", "train.keep_snapshots",
-              "train.compile", "train.channels_last", "tracking.",
-              *(f"evaluate.{name}" for name in WEIGHT_FILES))
+# Where a trial keeps its files and what it logs to: never what it computes.
+BOOKKEEPING_KEYS = ("data.cache_dir", "data.workers", "train.keep_snapshots", "tracking.",
+                    *(f"evaluate.{name}" for name in WEIGHT_FILES))
+# How and where a trial runs (compiled, memory layout; harness.training.speed): not what it
+# computes beyond the order of float sums, and may change when a run resumes, so not hashed;
+# a sweep that varies them still compares its arms ("train.compile" covers compile_mode).
+HOW_IT_RUNS = ("train.device", "train.compile", "train.channels_last")
+ID_IGNORED = (*BOOKKEEPING_KEYS, *HOW_IT_RUNS)
 # Keys added after trial ids were first minted, hashed only when set away from the value every
 # earlier trial ran with (TrainConfig.ADDED_KEYS), so that those trials keep their ids.
 ID_OMITTED_AT = {"train.precision": TrainConfig.ADDED_KEYS["precision"]}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.launch.spec import ID_IGNORED
+from harness.launch.spec import BOOKKEEPING_KEYS
 from harness.metrics import registry as metric_registry
 from harness.report import references as ref
 from harness.report import statistics as st
@@ -32,8 +32,9 @@ BOOTSTRAP_SEED = 0  # fixed: the same samples always give the same interval
 BOOTSTRAP_RESAMPLES = 1000
 CI_LEVEL = 0.95
 # Config keys (prefixes) that do not change what a trial measures: seed replicates of one
-# setting share every other key.
-BOOKKEEPING = (*ID_IGNORED, "train.seed", "train.checkpoint_every", "train.log_every",
+# setting share every other key (how a trial runs, harness.launch.spec.HOW_IT_RUNS, is not
+# among them: a sweep of a speed switch compares its arms).
+BOOKKEEPING = (*BOOKKEEPING_KEYS, "train.seed", "train.checkpoint_every", "train.log_every",
                "train.sample_every")
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 # Metric groups whose metrics.json may say `<group>/not_applicable: "<why>"` (with the group's
