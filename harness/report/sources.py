@@ -402,8 +402,9 @@ def attach_noise_floor(data: SweepData, runs_dir: Path) -> None:
         data.noise_floor = floor
         data.noise_floor_source = f"sweep {NOISE_FLOOR_SWEEP}, {len(floor)} seeds"
         here, there = trial_machines(data.trials), trial_machines(floor)
-        if here and there and here != there:  # other runs of the same spread, if the
-            data.noise_floor_source += (  # machine does not change the distribution
+        # Quoted across machines (another machine behaves like other seeds: docs/statistics.md)
+        if here and there and here != there:
+            data.noise_floor_source += (
                 f", trained on {'; '.join(sorted(there))} (this sweep: "
                 f"{'; '.join(sorted(here))})")
     else:

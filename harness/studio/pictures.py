@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import io
-import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from harness.io import atomic_write
 
 
 class PictureFiles:
@@ -48,10 +49,7 @@ class PictureFiles:
         path = self.root / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
         with self._lock:
             if not path.exists():
-                descriptor, staging = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".png")
-                with os.fdopen(descriptor, "wb") as file:
-                    file.write(data)
-                os.replace(staging, path)
+                atomic_write(path, lambda file: file.write(data), size=len(data))
             self._recent.pop(path, None)
             self._recent[path] = None
             while len(self._recent) > self.keep:
